@@ -1,0 +1,100 @@
+"""Records: signed by their author, one canonical encoding, strict decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import codec, crypto
+from ledger.merkle import leaf_hash
+from ledger.records import (
+    CredentialIssuance,
+    CredentialRevocation,
+    IssuerRegistration,
+    RecordError,
+    RevocationReason,
+    SignedRecord,
+)
+from tests.conftest import seeded_key
+
+KEY = seeded_key("issuer")
+CID = bytes(range(32))
+
+BODIES = [
+    IssuerRegistration(KEY.public_key, "Facultad de Ciencias", "MX", "https://fc.example.mx"),
+    CredentialIssuance(CID, 1_700_000_000, 1_800_000_000),
+    CredentialRevocation(CID, RevocationReason.KEY_COMPROMISE, 1_700_000_100),
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: b.KIND)
+def test_sign_encode_decode_verify(body):
+    record = SignedRecord.sign(body, KEY)
+    record.verify()
+    decoded = SignedRecord.decode(record.encoded)
+    assert decoded == record
+    assert decoded.encoded == record.encoded
+    assert decoded.hash == leaf_hash(record.encoded)
+    decoded.verify()
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: b.KIND)
+def test_any_flipped_byte_breaks_the_record(body):
+    encoded = SignedRecord.sign(body, KEY).encoded
+    for i in range(len(encoded)):
+        tampered = bytearray(encoded)
+        tampered[i] ^= 0x01
+        try:
+            SignedRecord.decode(bytes(tampered)).verify()
+        except (RecordError, crypto.SignatureError):
+            continue
+        pytest.fail(f"flipping byte {i} went unnoticed")
+
+
+def _remap(record: SignedRecord, **changes) -> bytes:
+    mapping = codec.decode(record.encoded)
+    mapping.update(changes)
+    return codec.encode(mapping)
+
+
+RECORD = SignedRecord.sign(BODIES[1], KEY)
+MALFORMED = {
+    "unknown kind": _remap(RECORD, kind="credential.burn"),
+    "wrong version": _remap(RECORD, v=2),
+    "extra field": _remap(RECORD, extra=1),
+    "body extra field": _remap(RECORD, body={**codec.decode(RECORD.encoded)["body"], "x": 1}),
+    "short credential id": _remap(RECORD, body={"credential_id": b"x", "expires_at": 0, "issued_at": 1}),
+    "short signature": _remap(RECORD, sig=b"\x00" * 63),
+    "text signer": _remap(RECORD, signer="abc"),
+    "negative time": _remap(RECORD, body={"credential_id": CID, "expires_at": 0, "issued_at": -1}),
+    "expiry before issue": _remap(RECORD, body={"credential_id": CID, "expires_at": 5, "issued_at": 10}),
+    "not a map": codec.encode([1, 2]),
+    "unsorted map": b"\x82\xa1v\x01\xa4kind\xa1x",
+    "oversized": b"\x00" * 20000,
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_records_are_refused(data):
+    with pytest.raises(RecordError):
+        SignedRecord.decode(data)
+
+
+def test_unknown_revocation_reason_is_refused():
+    with pytest.raises(RecordError, match="unknown revocation reason"):
+        CredentialRevocation(CID, "bored", 1)
+
+
+def test_signature_by_another_key_fails():
+    other = seeded_key("mallory")
+    record = SignedRecord.sign(BODIES[1], other)
+    forged = SignedRecord(record.body, KEY.public_key, record.signature)
+    with pytest.raises(crypto.SignatureError):
+        forged.verify()
+
+
+def test_signature_is_bound_to_the_record_context():
+    # A vote-context signature over the same bytes must not pass as a record.
+    unsigned = SignedRecord.sign(BODIES[1], KEY).signed_message()
+    wrong_context = KEY.sign(crypto.VOTE_CONTEXT, unsigned)
+    with pytest.raises(crypto.SignatureError):
+        SignedRecord(BODIES[1], KEY.public_key, wrong_context).verify()
