@@ -1,0 +1,387 @@
+"""The public HTTP API (v1): one route table, thin handlers.
+
+Handlers decode the request, call the ledger service or chain, and encode
+the answer. Every refusal is an `ApiError`, rendered by `error_middleware` as
+`{"error": <code>, "detail": <text>}` with a 4xx status; unexpected failures
+are logged and answered 500 without touching state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ledger.chain import Chain
+from ledger.merkle_log import MerkleLogError
+from ledger.records import SignedRecord
+from node import appkeys
+from node.service import Overloaded, SubmissionRefused
+from node.views import b64, block_view, body_view, credential_view, header_view, issuer_view
+
+log = logging.getLogger("lacre.api")
+
+BLOCKS_PAGE_MAX = 100
+SUBMISSION_RECORDS_MAX = 20_000
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str = "", **extra: object) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.extra = extra
+
+
+def _error_response(status: int, error: str, detail: str, headers: dict | None = None, **extra) -> web.Response:
+    return web.json_response({"error": error, "detail": detail, **extra}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as error:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status == 503 else None
+        return _error_response(error.status, error.error, error.detail, headers, **error.extra)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(error.status, "http-error")
+        allow = error.headers.get("Allow") if error.status == 405 else None
+        return _error_response(error.status, code, error.reason, {"Allow": allow} if allow else None)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, "internal", "unexpected error; nothing was changed")
+
+
+# -- parameter parsing ---------------------------------------------------
+
+def _hex32(text: str, what: str) -> bytes:
+    if len(text) != 64:
+        raise ApiError(400, "bad-parameter", f"{what} must be 64 lowercase hex characters")
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ApiError(400, "bad-parameter", f"{what} must be 64 lowercase hex characters") from None
+    if value.hex() != text:
+        raise ApiError(400, "bad-parameter", f"{what} must be lowercase hex")
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None, low: int = 0) -> int:
+    text = request.query.get(name)
+    if text is None:
+        if default is None:
+            raise ApiError(400, "bad-parameter", f"missing parameter {name}")
+        return default
+    if not text.isdigit() or len(text) > 19:
+        raise ApiError(400, "bad-parameter", f"{name} must be a non-negative integer")
+    value = int(text)
+    if value < low:
+        raise ApiError(400, "bad-parameter", f"{name} must be at least {low}")
+    return value
+
+
+def _chain(request: web.Request) -> Chain:
+    return request.app[appkeys.CHAIN]
+
+
+def _tree_size(request: web.Request, chain: Chain, name: str = "tree_size") -> int:
+    size = _int_param(request, name, default=chain.log_size)
+    if size > chain.log_size:
+        raise ApiError(400, "bad-parameter", f"{name} {size} is beyond the committed size {chain.log_size}")
+    return size
+
+
+# -- handlers ---------------------------------------------------------------
+
+async def status(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    config = request.app[appkeys.CONFIG]
+    head = chain.head
+    return web.json_response({
+        "origin": chain.origin,
+        "node": config.name,
+        "genesis_hash": chain.chain_id.hex(),
+        "height": chain.height,
+        "tree_size": chain.log_size,
+        "log_root": chain.log.root(chain.log_size).hex(),
+        "state_root": head.state_root.hex() if head else "",
+        "head_hash": chain.head_hash.hex(),
+        "timestamp_ms": head.timestamp_ms if head else 0,
+        "authorities": [a.name for a in chain.authority_set.authorities],
+        "quorum": chain.authority_set.quorum,
+        "peers": [{"name": name, "url": url} for name, url in sorted(config.peers.items())],
+        "mempool_depth": len(request.app[appkeys.SERVICE].mempool),
+    })
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    note = _chain(request).checkpoint_note()
+    if note is None:
+        raise ApiError(404, "no-checkpoint", "no block has been committed yet")
+    return web.Response(text=note, content_type="text/plain")
+
+
+async def submit_records(request: web.Request) -> web.Response:
+    service = request.app[appkeys.SERVICE]
+    wait = request.query.get("wait", "")
+    if wait not in ("", "commit"):
+        raise ApiError(400, "bad-parameter", "wait must be 'commit' or absent")
+    encoded = await _read_records(request)
+    try:
+        admitted = await service.submit(encoded)
+    except SubmissionRefused as refused:
+        first = refused.refusals[0]
+        raise ApiError(
+            first.status, first.error,
+            f"record {first.index}: {first.detail}" + (
+                f" (and {len(refused.refusals) - 1} more)" if len(refused.refusals) > 1 else ""
+            ),
+            refused=[
+                {"index": r.index, "error": r.error, "detail": r.detail} for r in refused.refusals[:1000]
+            ],
+        ) from None
+    except Overloaded:
+        raise ApiError(503, "overloaded", "mempool full; retry later") from None
+    hashes = [a.record_hash for a in admitted]
+    if wait != "commit":
+        return web.json_response(
+            {"records": [{"hash": a.record_hash.hex(), "status": a.state.value} for a in admitted]}, status=202
+        )
+    config = request.app[appkeys.CONFIG]
+    locations = await service.wait_committed(hashes, config.limits.wait_commit_s)
+    chain = _chain(request)
+    records = []
+    for record_hash, location in zip(hashes, locations):
+        if location is None:
+            records.append({"hash": record_hash.hex(), "status": "pending"})
+        else:
+            records.append({
+                "hash": record_hash.hex(), "status": "committed",
+                "leaf_index": location.leaf_index, "height": location.height,
+            })
+    done = all(location is not None for location in locations)
+    return web.json_response(
+        {"records": records, "tree_size": chain.log_size, "height": chain.height},
+        status=200 if done else 202,
+    )
+
+
+async def _read_records(request: web.Request) -> list[bytes]:
+    if request.content_type == "application/octet-stream":
+        return [await request.read()]
+    try:
+        document = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed-json", "body is not JSON") from None
+    if isinstance(document, dict) and set(document) == {"record"}:
+        items = [document["record"]]
+    elif isinstance(document, dict) and set(document) == {"records"} and isinstance(document["records"], list):
+        items = document["records"]
+    else:
+        raise ApiError(400, "malformed-request", 'body must be {"record": base64} or {"records": [base64, ...]}')
+    if not items:
+        raise ApiError(400, "malformed-request", "no records")
+    if len(items) > SUBMISSION_RECORDS_MAX:
+        raise ApiError(413, "too-many-records", f"at most {SUBMISSION_RECORDS_MAX} records per submission")
+    encoded = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ApiError(400, "malformed-request", f"record {index} is not a base64 string")
+        try:
+            encoded.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "malformed-request", f"record {index} is not valid base64") from None
+    return encoded
+
+
+async def get_record(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    record_hash = _hex32(request.match_info["hash"], "record hash")
+    location = chain.locate(record_hash)
+    if location is None:
+        if record_hash in request.app[appkeys.SERVICE].mempool:
+            return web.json_response({"hash": record_hash.hex(), "status": "pending"}, status=202)
+        raise ApiError(404, "unknown-record", "no committed record has this hash")
+    data = chain.record_at(location.leaf_index)
+    record = SignedRecord.decode(data)
+    return web.json_response({
+        "hash": record_hash.hex(),
+        "status": "committed",
+        "record": b64(data),
+        "leaf_index": location.leaf_index,
+        "height": location.height,
+        **body_view(record),
+    })
+
+
+async def inclusion_proof(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    if "hash" not in request.query:
+        raise ApiError(400, "bad-parameter", "missing parameter hash")
+    record_hash = _hex32(request.query["hash"], "hash")
+    tree_size = _tree_size(request, chain)
+    location = chain.locate(record_hash)
+    if location is None:
+        raise ApiError(404, "unknown-record", "no committed record has this hash")
+    if location.leaf_index >= tree_size:
+        raise ApiError(400, "bad-parameter", f"record is leaf {location.leaf_index}, not in a tree of {tree_size}")
+    path = chain.log.inclusion_proof(location.leaf_index, tree_size)
+    answer = {
+        "hash": record_hash.hex(),
+        "leaf_index": location.leaf_index,
+        "tree_size": tree_size,
+        "inclusion_path": [node.hex() for node in path],
+    }
+    if tree_size == chain.log_size:
+        answer["checkpoint"] = chain.checkpoint_note()
+    return web.json_response(answer)
+
+
+async def consistency_proof(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    old_size = _int_param(request, "from")
+    new_size = _tree_size(request, chain, "to")
+    if old_size > new_size:
+        raise ApiError(400, "bad-parameter", "from must not exceed to")
+    try:
+        path = chain.log.consistency_proof(old_size, new_size)
+    except MerkleLogError as error:
+        raise ApiError(400, "bad-parameter", str(error)) from None
+    answer = {"from": old_size, "to": new_size, "consistency_path": [node.hex() for node in path]}
+    if new_size == chain.log_size:
+        answer["checkpoint"] = chain.checkpoint_note()
+    return web.json_response(answer)
+
+
+def _inclusion(chain: Chain, leaf_index: int, tree_size: int) -> dict:
+    return {
+        "record": b64(chain.record_at(leaf_index)),
+        "leaf_index": leaf_index,
+        "inclusion_path": [node.hex() for node in chain.log.inclusion_proof(leaf_index, tree_size)],
+    }
+
+
+def build_receipt(chain: Chain, credential_id: bytes) -> dict:
+    """The holder's receipt: the issuance record, its issuer's registration, and
+    their inclusion proofs under the latest cosigned checkpoint."""
+    entry = chain.state.credential(credential_id)
+    if entry is None or chain.head is None:
+        raise ApiError(404, "unknown-credential", "no credential with this id was issued")
+    tree_size = chain.log_size
+    issuance = _inclusion(chain, entry.issuance_leaf, tree_size)
+    issuer = chain.state.issuer(entry.issuer_key)
+    receipt = {
+        "version": 1,
+        "credential_id": credential_id.hex(),
+        "record": issuance["record"],
+        "leaf_index": issuance["leaf_index"],
+        "tree_size": tree_size,
+        "inclusion_path": issuance["inclusion_path"],
+        "checkpoint": chain.checkpoint_note(),
+    }
+    if issuer is not None:
+        receipt["issuer"] = _inclusion(chain, issuer.leaf_index, tree_size)
+    return receipt
+
+
+async def credential(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    credential_id = _hex32(request.match_info["id"], "credential id")
+    entry = chain.state.credential(credential_id)
+    if entry is None:
+        return web.json_response({"credential_id": credential_id.hex(), "status": "unknown"})
+    issuer = chain.state.issuer(entry.issuer_key)
+    tree_size = chain.log_size
+    records = [{"kind": "credential.issue", **_inclusion(chain, entry.issuance_leaf, tree_size)}]
+    if entry.revocation_leaf >= 0:
+        records.append({"kind": "credential.revoke", **_inclusion(chain, entry.revocation_leaf, tree_size)})
+    return web.json_response({
+        **credential_view(entry),
+        "issuer": issuer_view(issuer) if issuer else {"key": entry.issuer_key.hex()},
+        "records": records,
+        "tree_size": tree_size,
+        "checkpoint": chain.checkpoint_note(),
+    })
+
+
+async def receipt(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    credential_id = _hex32(request.match_info["id"], "credential id")
+    return web.json_response(build_receipt(chain, credential_id))
+
+
+async def issuer(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    key = _hex32(request.match_info["key"], "issuer key")
+    entry = chain.state.issuer(key)
+    if entry is None:
+        raise ApiError(404, "unknown-issuer", "no issuer registered with this key")
+    return web.json_response(issuer_view(entry))
+
+
+async def block(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    text = request.match_info["height"]
+    if not text.isdigit() or len(text) > 19:
+        raise ApiError(400, "bad-parameter", "height must be a positive integer")
+    found = chain.block(int(text))
+    if found is None:
+        raise ApiError(404, "unknown-block", f"no block at height {text}; the head is {chain.height}")
+    return web.json_response(block_view(found))
+
+
+async def blocks(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    start = _int_param(request, "from", default=1, low=1)
+    limit = min(_int_param(request, "limit", default=BLOCKS_PAGE_MAX, low=1), BLOCKS_PAGE_MAX)
+    found = []
+    for height in range(start, min(start + limit, chain.height + 1)):
+        found.append(block_view(chain.block(height)))
+    return web.json_response({"blocks": found, "height": chain.height})
+
+
+async def head(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    if chain.head is None:
+        raise ApiError(404, "no-block", "no block has been committed yet")
+    return web.json_response(header_view(chain.head))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[appkeys.METRICS].registry
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness, and the trivial GET that benchmarks compare proofs against."""
+    return web.Response(text="ok")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/healthz", healthz),
+        web.get("/v1/status", status),
+        web.get("/v1/checkpoint", checkpoint),
+        web.post("/v1/records", submit_records),
+        web.get("/v1/records/{hash}", get_record),
+        web.get("/v1/proofs/inclusion", inclusion_proof),
+        web.get("/v1/proofs/consistency", consistency_proof),
+        web.get("/v1/credentials/{id}", credential),
+        web.get("/v1/receipts/{id}", receipt),
+        web.get("/v1/issuers/{key}", issuer),
+        web.get("/v1/blocks/{height}", block),
+        web.get("/v1/blocks", blocks),
+        web.get("/v1/head", head),
+        web.get("/metrics", metrics),
+    ]

@@ -1,0 +1,120 @@
+"""The node application: `create_app(config)` and the runner.
+
+Resources are owned by cleanup contexts, in order: the chain (LevelDB store),
+the ledger service (mempool, verifier threads), then block production. Each
+is closed in reverse order on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from ledger.chain import Chain
+from ledger.crypto import KeyPair
+from ledger.genesis import Genesis
+from ledger.leveldb_store import LevelDBStore
+from node import api, appkeys
+from node.config import NodeConfig
+from node.mempool import Mempool
+from node.metrics import Metrics
+from node.producer import BlockProducer
+from node.service import LedgerService
+
+log = logging.getLogger("lacre.node")
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    """The node's aiohttp application; storage opens when the app starts."""
+    app = web.Application(client_max_size=config.limits.body_bytes_max, middlewares=[api.error_middleware])
+    app[appkeys.CONFIG] = config
+    app[appkeys.METRICS] = Metrics()
+    app.cleanup_ctx.append(_chain_context)
+    app.cleanup_ctx.append(_service_context)
+    app.cleanup_ctx.append(_producer_context)
+    app.add_routes(api.routes())
+    return app
+
+
+async def _chain_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[appkeys.CONFIG]
+    genesis = Genesis.load(config.genesis_file)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = LevelDBStore(config.data_dir / "chain.ldb")
+    try:
+        chain = Chain(store, genesis)
+    except Exception:
+        store.close()
+        raise
+    app[appkeys.CHAIN] = chain
+    metrics = app[appkeys.METRICS]
+    metrics.height.set(chain.height)
+    metrics.tree_size.set(chain.log_size)
+    log.info("chain %s opened at height %d, %d records", genesis.origin, chain.height, chain.log_size)
+    yield
+    chain.close()
+
+
+async def _service_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[appkeys.CONFIG]
+    chain = app[appkeys.CHAIN]
+    mempool = Mempool(config.limits.mempool_records_max, chain.state, chain.authority_set)
+    service = LedgerService(chain, mempool, app[appkeys.METRICS], config.limits.verify_threads)
+    app[appkeys.SERVICE] = service
+    yield
+    service.close()
+
+
+async def _producer_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[appkeys.CONFIG]
+    chain = app[appkeys.CHAIN]
+    key = KeyPair.load(config.key_file)
+    if chain.authority_set.by_key(key.public_key) is None:
+        raise RuntimeError(f"{config.key_file} is not the key of an authority in genesis")
+    if len(chain.authority_set) != 1:
+        # TODO(issue 3): run the round-robin BFT protocol of consensus/ here.
+        raise RuntimeError("multi-authority consortia need the consensus engine (not yet built)")
+    producer = BlockProducer(app[appkeys.SERVICE], key, config.limits.block_delay_ms)
+    task = asyncio.create_task(producer.run(), name="block-producer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run the node until SIGINT or SIGTERM; writes its URL to data_dir/url."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://{config.host}:{port}"
+    # Written atomically so a supervisor polling for it never reads half a URL.
+    url_file = config.data_dir / "url"
+    temporary = url_file.with_suffix(".tmp")
+    temporary.write_text(url + "\n")
+    os.replace(temporary, url_file)
+    log.info("node %s serving at %s", config.name, url)
+    print(f"{config.name} {url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(config_path: str | Path) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(NodeConfig.load(config_path)))

@@ -1,0 +1,84 @@
+"""The mempool: verified records waiting for a block, bounded and deduplicated.
+
+Every record in it has passed, once, the checks a block would apply: it
+decodes canonically, its signature verifies, and the rules accept it on top
+of committed state plus every record already pending. Records leave in
+arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from ledger.genesis import AuthoritySet
+from ledger.records import SignedRecord
+from ledger.state import StateDelta, StateView
+
+
+class MempoolFullError(Exception):
+    """No room: the caller should answer 503 and the client retry later."""
+
+
+class Mempool:
+    def __init__(self, records_max: int, state: StateView, authorities: AuthoritySet) -> None:
+        self.records_max = records_max
+        self._state = state
+        self._authorities = authorities
+        self._pending: OrderedDict[bytes, SignedRecord] = OrderedDict()
+        self._delta = StateDelta(state, authorities)
+        self._nonempty = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, record_hash: bytes) -> bool:
+        return record_hash in self._pending
+
+    @property
+    def pending_state(self) -> StateView:
+        """Committed state with every pending record applied."""
+        return self._delta
+
+    @property
+    def room(self) -> int:
+        return self.records_max - len(self._pending)
+
+    def check(self, record: SignedRecord) -> None:
+        """Raise RuleError if `record` cannot join what is pending."""
+        self._delta.check(record)
+
+    def add(self, record: SignedRecord) -> None:
+        """Admit a verified record. Raises RuleError or MempoolFullError; changes nothing then."""
+        if len(self._pending) >= self.records_max:
+            raise MempoolFullError()
+        self._delta.apply(record, leaf_index=-1)
+        self._pending[record.hash] = record
+        self._nonempty.set()
+
+    def take(self, count: int) -> list[SignedRecord]:
+        """Remove and return up to `count` oldest records."""
+        taken = []
+        pending = self._pending
+        while pending and len(taken) < count:
+            taken.append(pending.popitem(last=False)[1])
+        if not pending:
+            self._nonempty.clear()
+        return taken
+
+    def rebase(self) -> list[SignedRecord]:
+        """Recompute pending effects after a commit; drop and return records now refused."""
+        self._delta = StateDelta(self._state, self._authorities)
+        dropped = []
+        for record_hash, record in list(self._pending.items()):
+            try:
+                self._delta.apply(record, leaf_index=-1)
+            except ValueError:
+                del self._pending[record_hash]
+                dropped.append(record)
+        if not self._pending:
+            self._nonempty.clear()
+        return dropped
+
+    async def wait_nonempty(self) -> None:
+        await self._nonempty.wait()

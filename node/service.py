@@ -1,0 +1,209 @@
+"""The node's ledger service: admission, commit waiters, and the chain.
+
+It sits between the HTTP handlers and the pure ledger. Handlers hand it raw
+record bytes; it decodes them, refuses what the rules refuse without touching
+anything, verifies signatures on worker threads (PyNaCl releases the GIL, so
+verification uses every core), admits the rest to the mempool and lets callers
+wait until their records are committed.
+
+All chain and mempool mutation happens on the event loop thread; only pure
+signature checks run elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from ledger import crypto
+from ledger.chain import Chain, RecordLocation
+from ledger.records import RecordError, SignedRecord
+from ledger.state import RuleError, StateDelta
+from node.mempool import Mempool, MempoolFullError
+from node.metrics import Metrics
+
+log = logging.getLogger("lacre.node")
+
+VERIFY_CHUNK = 256
+# Rules whose breach means "you may not", as opposed to "this conflicts".
+FORBIDDEN_RULES = frozenset({"issuer-registration-by-authority", "issuer-registered", "revocation-by-issuer"})
+
+
+class RecordState(enum.StrEnum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why record `index` of a submission was refused."""
+
+    index: int
+    error: str
+    detail: str
+    status: int
+
+
+class SubmissionRefused(Exception):
+    def __init__(self, refusals: list[Refusal]) -> None:
+        super().__init__(f"{len(refusals)} records refused")
+        self.refusals = refusals
+
+
+class Overloaded(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    record_hash: bytes
+    state: RecordState
+    location: RecordLocation | None = None
+
+
+def _verify_chunk(records: Sequence[SignedRecord]) -> list[int]:
+    """Indexes (within the chunk) of records whose signature fails."""
+    bad = []
+    for i, record in enumerate(records):
+        try:
+            record.verify()
+        except crypto.SignatureError:
+            bad.append(i)
+    return bad
+
+
+class LedgerService:
+    def __init__(self, chain: Chain, mempool: Mempool, metrics: Metrics, verify_threads: int) -> None:
+        self.chain = chain
+        self.mempool = mempool
+        self.metrics = metrics
+        self._verifier = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, verify_threads), thread_name_prefix="verify"
+        )
+        self._waiters: dict[bytes, list[asyncio.Future]] = {}
+
+    def close(self) -> None:
+        self._verifier.shutdown(wait=False, cancel_futures=True)
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        self._waiters.clear()
+
+    async def submit(self, encoded_records: Sequence[bytes]) -> list[Admitted]:
+        """Admit a submission all or nothing.
+
+        Records already pending or committed are reported as such
+        (resubmission is idempotent). If any other record is malformed,
+        badly signed or refused by the rules, nothing is admitted and
+        SubmissionRefused lists every refusal. Overloaded if the mempool has
+        no room for the whole submission.
+        """
+        refusals: list[Refusal] = []
+        fresh: list[tuple[int, SignedRecord]] = []
+        results: list[Admitted | None] = [None] * len(encoded_records)
+        seen: set[bytes] = set()
+        for index, data in enumerate(encoded_records):
+            try:
+                record = SignedRecord.decode(data)
+            except RecordError as error:
+                refusals.append(Refusal(index, "malformed-record", str(error), 400))
+                continue
+            record_hash = record.hash
+            location = self.chain.locate(record_hash)
+            if location is not None:
+                results[index] = Admitted(record_hash, RecordState.COMMITTED, location)
+            elif record_hash in self.mempool or record_hash in seen:
+                results[index] = Admitted(record_hash, RecordState.PENDING)
+            else:
+                seen.add(record_hash)
+                fresh.append((index, record))
+        if len(fresh) > self.mempool.room:
+            self.metrics.overloaded.inc()
+            raise Overloaded()
+        # Signatures first, on worker threads: the costly check, and one no
+        # later state change can alter.
+        bad = await self._verify([record for _, record in fresh])
+        for position in bad:
+            refusals.append(Refusal(fresh[position][0], "bad-signature", "signature does not verify", 400))
+        # Rules next, on one scratch delta, so records of one submission may
+        # build on each other (register an issuer, then issue).
+        scratch = StateDelta(self.mempool.pending_state, self.chain.authority_set)
+        bad_set = set(bad)
+        for position, (index, record) in enumerate(fresh):
+            if position in bad_set:
+                continue
+            try:
+                scratch.apply(record, leaf_index=-1)
+            except RuleError as error:
+                status = 403 if error.rule in FORBIDDEN_RULES else 409
+                refusals.append(Refusal(index, error.rule, error.detail, status))
+        if refusals:
+            refusals.sort(key=lambda refusal: refusal.index)
+            for refusal in refusals:
+                self.metrics.records_refused.labels(refusal.error).inc()
+            raise SubmissionRefused(refusals)
+        for index, record in fresh:
+            try:
+                self.mempool.add(record)
+            except MempoolFullError:
+                # Unreachable after the room check on this single thread.
+                self.metrics.overloaded.inc()
+                raise Overloaded() from None
+            results[index] = Admitted(record.hash, RecordState.PENDING)
+        self.metrics.records_admitted.inc(len(fresh))
+        self.metrics.mempool_depth.set(len(self.mempool))
+        return [result for result in results if result is not None]
+
+    async def _verify(self, records: list[SignedRecord]) -> list[int]:
+        if not records:
+            return []
+        if len(records) <= 8:
+            return _verify_chunk(records)
+        loop = asyncio.get_running_loop()
+        chunks = [records[i : i + VERIFY_CHUNK] for i in range(0, len(records), VERIFY_CHUNK)]
+        outcomes = await asyncio.gather(
+            *(loop.run_in_executor(self._verifier, _verify_chunk, chunk) for chunk in chunks)
+        )
+        return [c * VERIFY_CHUNK + i for c, bad in enumerate(outcomes) for i in bad]
+
+    async def wait_committed(self, record_hashes: Sequence[bytes], timeout_s: float) -> list[RecordLocation | None]:
+        """Locations of the records once all are committed; None for any still pending at timeout."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for record_hash in record_hashes:
+            if self.chain.locate(record_hash) is not None:
+                continue
+            future = loop.create_future()
+            self._waiters.setdefault(record_hash, []).append(future)
+            futures.append(future)
+        if futures:
+            await asyncio.wait(futures, timeout=timeout_s)
+            for future in futures:
+                future.cancel()
+        return [self.chain.locate(record_hash) for record_hash in record_hashes]
+
+    def committed(self, records: Sequence[SignedRecord]) -> None:
+        """Wake waiters for newly committed records and refresh the mempool."""
+        for record in records:
+            for future in self._waiters.pop(record.hash, ()):
+                if not future.done():
+                    future.set_result(None)
+        dropped = self.mempool.rebase()
+        for record in dropped:
+            log.warning("dropped pending record %s: no longer valid", record.hash.hex())
+            for future in self._waiters.pop(record.hash, ()):
+                if not future.done():
+                    future.set_result(None)
+        self.metrics.mempool_depth.set(len(self.mempool))
+
+    def dropped(self, records: Sequence[SignedRecord]) -> None:
+        """Wake waiters of records a block refused; they stay uncommitted."""
+        for record in records:
+            for future in self._waiters.pop(record.hash, ()):
+                if not future.done():
+                    future.set_result(None)

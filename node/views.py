@@ -1,0 +1,99 @@
+"""JSON views of ledger objects, as the HTTP API shows them.
+
+Hashes, ids and keys are lowercase hex; raw record bytes are base64; the
+checkpoint stays a C2SP note. The same shapes are parsed by `client/`.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from ledger.block import Block, BlockHeader, CommitCertificate
+from ledger.records import CredentialIssuance, CredentialRevocation, IssuerRegistration, SignedRecord
+from ledger.state import CredentialEntry, IssuerEntry
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def header_view(header: BlockHeader) -> dict:
+    return {
+        "height": header.height,
+        "hash": header.hash.hex(),
+        "previous_hash": header.previous_hash.hex(),
+        "proposer": header.proposer,
+        "round": header.round,
+        "timestamp_ms": header.timestamp_ms,
+        "record_count": header.record_count,
+        "log_size": header.log_size,
+        "log_root": header.log_root.hex(),
+        "state_root": header.state_root.hex(),
+    }
+
+
+def certificate_view(certificate: CommitCertificate) -> dict:
+    return {
+        "height": certificate.height,
+        "round": certificate.round,
+        "block_hash": certificate.block_hash.hex(),
+        "signatures": [
+            {
+                "authority": s.authority,
+                "vote_signature": s.vote_signature.hex(),
+                "checkpoint_signature": s.checkpoint_signature.hex(),
+            }
+            for s in certificate.signatures
+        ],
+    }
+
+
+def block_view(block: Block) -> dict:
+    return {
+        "header": header_view(block.header),
+        "certificate": certificate_view(block.certificate),
+        "records": [b64(r) for r in block.records],
+        # The canonical bytes, so a syncing peer or auditor checks exactly
+        # what was signed rather than a JSON rendering of it.
+        "encoded": b64(block.encode()),
+    }
+
+
+def body_view(record: SignedRecord) -> dict:
+    body = record.body
+    if isinstance(body, IssuerRegistration):
+        fields = {
+            "issuer_key": body.issuer_key.hex(), "name": body.name,
+            "country": body.country, "web_origin": body.web_origin,
+        }
+    elif isinstance(body, CredentialIssuance):
+        fields = {"credential_id": body.credential_id.hex(), "issued_at": body.issued_at, "expires_at": body.expires_at}
+    elif isinstance(body, CredentialRevocation):
+        fields = {"credential_id": body.credential_id.hex(), "reason": body.reason.value, "revoked_at": body.revoked_at}
+    else:  # pragma: no cover - SignedRecord admits no other body
+        fields = {}
+    return {"kind": record.kind, "signer": record.signer.hex(), "body": fields}
+
+
+def issuer_view(entry: IssuerEntry) -> dict:
+    return {
+        "key": entry.issuer_key.hex(),
+        "name": entry.name,
+        "country": entry.country,
+        "web_origin": entry.web_origin,
+        "registered_by": entry.registered_by.hex(),
+        "leaf_index": entry.leaf_index,
+    }
+
+
+def credential_view(entry: CredentialEntry) -> dict:
+    view = {
+        "credential_id": entry.credential_id.hex(),
+        "status": entry.status.value,
+        "issued_at": entry.issued_at,
+        "expires_at": entry.expires_at,
+        "issuance_leaf": entry.issuance_leaf,
+    }
+    if entry.revocation_leaf >= 0:
+        view.update(revocation_leaf=entry.revocation_leaf, revoked_at=entry.revoked_at, reason=entry.reason)
+    return view
