@@ -1,0 +1,355 @@
+"""`scripts/bench`: lacre's figures, each beside the limit it is judged against.
+
+Every target is a ratio to something measured in the same run on the same
+machine (one core's Ed25519 verifications/s, the same server's trivial GET/s)
+or an absolute figure the issue fixes. Nodes are real processes on 127.0.0.1
+over real LevelDB; loads are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import nacl.signing
+
+from client.verify import verify_receipt
+from ledger.block import CommitCertificate, precommit
+from ledger.chain import Chain
+from ledger.crypto import KeyPair
+from ledger.genesis import Authority, AuthoritySet, Genesis, Trust
+from ledger.leveldb_store import LevelDBStore
+from ledger.merkle_log import MerkleLog, bench_append, bench_inclusion
+from ledger.records import CredentialIssuance, IssuerRegistration, SignedRecord
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Row:
+    figure: str
+    measured: str
+    reference: str
+    target: str
+    ok: bool | None
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def ed25519_verifications_per_s(seconds: float = 1.0) -> float:
+    """One core's Ed25519 verifications/s through PyNaCl, on 200-byte messages."""
+    key = nacl.signing.SigningKey(b"\x01" * 32)
+    message = b"m" * 200
+    signature = key.sign(message).signature
+    verify = key.verify_key.verify
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(200):
+            verify(message, signature)
+        count += 200
+    return _rate(count, time.perf_counter() - started)
+
+
+# -- signing many records fast: a process pool over all cores ----------------
+
+def _sign_range(args: tuple[bytes, int, int, int]) -> list[bytes]:
+    seed, start, stop, issued_at = args
+    key = KeyPair("bench-issuer", seed)
+    return [
+        SignedRecord.sign(CredentialIssuance(hashlib.sha256(b"bench %d" % i).digest(), issued_at), key).encoded
+        for i in range(start, stop)
+    ]
+
+
+def sign_issuances(key: KeyPair, start: int, count: int, issued_at: int = 1_700_000_000) -> list[bytes]:
+    chunk = 20_000
+    jobs = [(key.seed, i, min(i + chunk, start + count), issued_at) for i in range(start, start + count, chunk)]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+        return [record for part in pool.map(_sign_range, jobs) for record in part]
+
+
+# -- a one-authority consortium on disk ---------------------------------------
+
+@dataclass
+class Site:
+    root: Path
+    authority: KeyPair
+    issuer: KeyPair
+    genesis: Genesis
+
+    @property
+    def config(self) -> Path:
+        return self.root / "node.toml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+
+def make_site(root: Path, block_delay_ms: int = 5) -> Site:
+    root.mkdir(parents=True, exist_ok=True)
+    authority, issuer = KeyPair.generate("inst-0"), KeyPair.generate("bench-issuer")
+    authority.save(root / "authority.key")
+    genesis = Genesis("bench.lacre.local/log", AuthoritySet((Authority(authority.name, authority.public_key),)), int(time.time()))
+    (root / "genesis.json").write_text(json.dumps(genesis.to_json()))
+    (root / "node.toml").write_text(
+        'name = "inst-0"\nkey_file = "authority.key"\ngenesis_file = "genesis.json"\ndata_dir = "data"\n'
+        f'host = "127.0.0.1"\nport = 0\n[limits]\nblock_delay_ms = {block_delay_ms}\nmempool_records_max = 200000\n'
+    )
+    return Site(root, authority, issuer, genesis)
+
+
+def prefill(site: Site, count: int, block_records: int = 10_000) -> None:
+    """Commit `count` signed issuance records straight into the site's store."""
+    chain = Chain(LevelDBStore(site.data / "chain.ldb"), site.genesis)
+    registration = SignedRecord.sign(IssuerRegistration(site.issuer.public_key, "Bench", "MX"), site.authority)
+    pending = [registration]
+    made = 0
+    while made < count:
+        batch = min(200_000, count - made)
+        pending += [SignedRecord.decode(r) for r in sign_issuances(site.issuer, made, batch)]
+        made += batch
+        while pending:
+            block, pending = pending[:block_records], pending[block_records:]
+            proposed = chain.propose(block, "inst-0", 0, int(time.time() * 1000))
+            header = proposed.header
+            signature = precommit(site.authority, header, 0, chain.chain_id, chain.origin)
+            chain.commit(header, proposed.records, CommitCertificate(header.height, 0, header.hash, (signature,)), proposed.delta)
+    chain.close()
+
+
+class NodeRun:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        (site.data).mkdir(parents=True, exist_ok=True)
+        url_file = site.data / "url"
+        url_file.unlink(missing_ok=True)
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "node", "run", "--config", str(site.config)],
+            stdout=subprocess.DEVNULL, stderr=open(site.root / "node.log", "ab"),
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("node did not start: " + (site.root / "node.log").read_text()[-2000:])
+            if url_file.exists():
+                self.url = url_file.read_text().strip()
+                break
+            time.sleep(0.01)
+        self.ready_s = time.perf_counter() - self.started
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def _get_rate(url: str, paths: list[str], seconds: float, concurrency: int = 32) -> float:
+    count = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker(offset: int) -> None:
+            nonlocal count
+            i = offset
+            while time.perf_counter() < deadline:
+                async with session.get(url + paths[i % len(paths)]) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{paths[i % len(paths)]}: {response.status}")
+                count += 1
+                i += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return _rate(count, time.perf_counter() - started)
+
+
+async def _submit_all(url: str, records: list[bytes], batch: int, concurrency: int) -> float:
+    bodies = [
+        json.dumps({"records": [base64.b64encode(r).decode() for r in records[i : i + batch]]})
+        for i in range(0, len(records), batch)
+    ]
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                while True:
+                    async with session.post(url + "/v1/records?wait=commit", data=body,
+                                            headers={"Content-Type": "application/json"}) as response:
+                        answer = await response.read()
+                        if response.status == 503:
+                            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                            continue
+                        if response.status != 200:
+                            raise RuntimeError(f"submit: {response.status} {answer[:300]!r}")
+                        break
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return _rate(len(records), time.perf_counter() - started)
+
+
+# -- the figures ----------------------------------------------------------------
+
+def bench_merkle(rows: list[Row], work: Path, leaves: int, big_leaves: int) -> None:
+    store = LevelDBStore(work / "merkle.ldb")
+    appends = bench_append(store, leaves, 10_000)
+    rows.append(Row(f"Merkle log appends/s on LevelDB, to {leaves:,} leaves", f"{appends:,.0f}", "absolute", ">= 300,000", appends >= 300_000))
+    proofs_small = bench_inclusion(MerkleLog(store, leaves), 20_000, seed=1)
+    store.close()
+    rows.append(Row(f"inclusion proofs built/s from the store at {leaves:,}", f"{proofs_small:,.0f}", "absolute", ">= 20,000", proofs_small >= 20_000))
+    if big_leaves:
+        store = LevelDBStore(work / "merkle-big.ldb")
+        bench_append(store, big_leaves, 10_000)
+        proofs_big = bench_inclusion(MerkleLog(store, big_leaves), 20_000, seed=2)
+        store.close()
+        ratio = proofs_small / proofs_big
+        rows.append(Row(f"inclusion proofs built/s from the store at {big_leaves:,}", f"{proofs_big:,.0f}",
+                        f"{ratio:.2f}x slower than at {leaves:,}", ">= 20,000 and <= 1.5x",
+                        proofs_big >= 20_000 and ratio <= 1.5))
+    shutil.rmtree(work / "merkle.ldb", ignore_errors=True)
+    shutil.rmtree(work / "merkle-big.ldb", ignore_errors=True)
+
+
+def bench_submit(rows: list[Row], work: Path, verify_rate: float, count: int) -> None:
+    site = make_site(work / "submit", block_delay_ms=5)
+    registration = SignedRecord.sign(IssuerRegistration(site.issuer.public_key, "Bench", "MX"), site.authority)
+    records = sign_issuances(site.issuer, 0, count)
+    node = NodeRun(site)
+    try:
+        asyncio.run(_submit_all(node.url, [registration.encoded], 1, 1))
+        rate = asyncio.run(_submit_all(node.url, records, 2_000, 4))
+    finally:
+        node.stop()
+    target = 0.5 * verify_rate
+    rows.append(Row(f"committed records/s, HTTP batch submit, one node ({count:,})", f"{rate:,.0f}",
+                    f"{verify_rate:,.0f} verifications/s (one core)", ">= 50%", rate >= target))
+
+
+def bench_serving(rows: list[Row], work: Path, verify_rate: float, records: int, seconds: float) -> None:
+    site = make_site(work / "serve")
+    prefill(site, records)
+    hashes = _sample_hashes(site, 2000)  # before the node holds the LevelDB lock
+    node = NodeRun(site)
+    try:
+        trivial = asyncio.run(_get_rate(node.url, ["/healthz"], seconds))
+        proofs = asyncio.run(_get_rate(node.url, [f"/v1/proofs/inclusion?hash={h}" for h in hashes], seconds))
+        rss = node.rss_mb()
+        receipt_rate, sigs = _receipt_rate(node.url, site, verify_rate)
+    finally:
+        node.stop()
+    rows.append(Row(f"inclusion proofs served/s over HTTP, {records:,} records", f"{proofs:,.0f}",
+                    f"{trivial:,.0f} trivial GET/s", ">= 25%", proofs >= 0.25 * trivial))
+    reference = verify_rate / sigs
+    rows.append(Row("receipts verified offline/s", f"{receipt_rate:,.0f}",
+                    f"{reference:,.0f} = verifications/s / {sigs} signatures", ">= 80%", receipt_rate >= 0.8 * reference))
+    restart = NodeRun(site)
+    restart_s = restart.ready_s
+    restart_rss = restart.rss_mb()
+    restart.stop()
+    rows.append(Row(f"node RSS with {records:,} records (after serving)", f"{rss:,.0f} MB",
+                    f"{restart_rss:,.0f} MB just after restart", "<= 150 MB", rss <= 150))
+    rows.append(Row(f"node restart time with {records:,} records", f"{restart_s:.2f} s", "spawn to serving", "<= 1 s", restart_s <= 1.0))
+
+
+def _http_get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+def _sample_hashes(site: Site, count: int) -> list[str]:
+    from ledger.merkle import leaf_hash
+
+    store = LevelDBStore(site.data / "chain.ldb")
+    chain = Chain(store, site.genesis)
+    rng = random.Random(11)
+    hashes = [leaf_hash(chain.record_at(i)).hex() for i in rng.sample(range(chain.log_size), count)]
+    chain.close()
+    return hashes
+
+
+def _receipt_rate(url: str, site: Site, verify_rate: float) -> tuple[float, int]:
+    credential_id = hashlib.sha256(b"bench %d" % 12345).digest()
+    receipt = json.loads(_http_get(f"{url}/v1/receipts/{credential_id.hex()}"))
+    trust = Trust.from_genesis(site.genesis, {})
+    assert verify_receipt(receipt, trust, credential_id).ok
+    # issuance record + issuer registration + one cosignature per authority
+    signatures = 2 + len(site.genesis.authorities)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 2.0:
+        for _ in range(50):
+            verify_receipt(receipt, trust, credential_id)
+        count += 50
+    return _rate(count, time.perf_counter() - started), signatures
+
+
+def render(rows: list[Row]) -> str:
+    headers = ("figure", "measured", "measured against", "target", "ok")
+    table = [headers] + [(r.figure, r.measured, r.reference, r.target, {True: "yes", False: "NO", None: "-"}[r.ok]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in table]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (figures not comparable)")
+    parser.add_argument("--only", choices=["merkle", "submit", "serve"], action="append")
+    parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    leaves, big, records, submit_count, seconds = (
+        (50_000, 0, 20_000, 5_000, 1.0) if args.quick else (1_000_000, 10_000_000, 1_000_000, 100_000, 5.0)
+    )
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lacre-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    only = set(args.only or ["merkle", "submit", "serve"])
+    rows: list[Row] = []
+    try:
+        verify_rate = ed25519_verifications_per_s()
+        rows.append(Row("Ed25519 verifications/s, one core (PyNaCl)", f"{verify_rate:,.0f}", "limit", "-", None))
+        if "merkle" in only:
+            bench_merkle(rows, work, leaves, big)
+        if "submit" in only:
+            bench_submit(rows, work, verify_rate, submit_count)
+        if "serve" in only:
+            bench_serving(rows, work, verify_rate, records, seconds)
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        print(render(rows))
+    return 0 if all(r.ok is not False for r in rows) else 1

@@ -1,0 +1,230 @@
+"""`lacre devnet`: a local consortium on 127.0.0.1, with a demo.
+
+The folder it builds (reused on the next run, so the chain persists):
+
+    DIR/consortium.json        trust file: what verifiers need
+    DIR/genesis.json
+    DIR/issuer.key             the demo issuer's key, registered on the ledger
+    DIR/authorities/NAME.key   authority keys
+    DIR/nodes/NAME/node.toml   node config; data/ and node.log beside it
+    DIR/demo/                  the demo credential, its receipt
+
+Node processes run `python -m node run`; the devnet only starts, watches and
+stops them, and talks to them over HTTP like any client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from client.credential import ensure_id, sample_open_badge
+from ledger.crypto import KeyPair
+from ledger.genesis import Authority, AuthoritySet, Genesis, Trust
+
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+DEMO_ISSUER_NAME = "Universidad Demo de Lacre"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _toml_config(name: str, port: int, peers: dict[str, str]) -> str:
+    lines = [
+        f'name = "{name}"',
+        f'key_file = "../../authorities/{name}.key"',
+        'genesis_file = "../../genesis.json"',
+        'data_dir = "data"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        "",
+        "[peers]",
+    ]
+    lines += [f'"{peer}" = "{url}"' for peer, url in peers.items() if peer != name]
+    return "\n".join(lines) + "\n"
+
+
+def create(root: Path, nodes: int) -> None:
+    """Keys, genesis, trust file and node configs for a new devnet."""
+    (root / "authorities").mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(nodes):
+        key = KeyPair.generate(f"inst-{i}")
+        key.save(root / "authorities" / f"{key.name}.key")
+        keys.append(key)
+    urls = {key.name: f"http://127.0.0.1:{_free_port()}" for key in keys}
+    genesis = Genesis(
+        f"devnet.lacre.local/{secrets.token_hex(4)}",
+        AuthoritySet(tuple(Authority(k.name, k.public_key) for k in keys)),
+        int(time.time()),
+    )
+    (root / "genesis.json").write_text(json.dumps(genesis.to_json(), indent=2) + "\n")
+    (root / "consortium.json").write_text(json.dumps(Trust.from_genesis(genesis, urls).to_json(), indent=2) + "\n")
+    for key in keys:
+        node_dir = root / "nodes" / key.name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        port = int(urls[key.name].rsplit(":", 1)[1])
+        (node_dir / "node.toml").write_text(_toml_config(key.name, port, urls))
+    KeyPair.generate("demo-issuer").save(root / "issuer.key")
+
+
+def _status(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url + "/v1/status", timeout=2) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def start(root: Path) -> list[tuple[str, str, subprocess.Popen]]:
+    trust = json.loads((root / "consortium.json").read_text())
+    started = []
+    for authority in trust["authorities"]:
+        node_dir = root / "nodes" / authority["name"]
+        log_file = open(node_dir / "node.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node", "run", "--config", str(node_dir / "node.toml")],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the devnet, which stops nodes in order
+        )
+        log_file.close()
+        started.append((authority["name"], authority["url"], process))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    for name, url, process in started:
+        while _status(url) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop(started)
+                tail = (root / "nodes" / name / "node.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"node {name} did not start; its log ends:\n{tail}")
+            time.sleep(0.1)
+    return started
+
+
+def stop(started: list[tuple[str, str, subprocess.Popen]]) -> None:
+    for _, _, process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for _, _, process in started:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _lacre(*argv: str) -> int:
+    """Run one CLI command in-process, echoing it as the user would type it."""
+    from client.cli import main
+
+    print(f"\n$ lacre {shlex.join(argv)}", flush=True)
+    status = main(list(argv))
+    sys.stdout.flush()
+    return status
+
+
+def demo(root: Path, url: str) -> bool:
+    """Register an issuer, issue, receipt, verify offline, revoke, show status."""
+    demo_dir = root / "demo"
+    demo_dir.mkdir(exist_ok=True)
+    issuer = KeyPair.load(root / "issuer.key")
+    authority_key = sorted((root / "authorities").glob("*.key"))[0]
+    registered = _status(url) is not None and _issuer_known(url, issuer.public_key)
+    ok = True
+    if not registered:
+        ok &= _lacre(
+            "issuer", "register", "--key", str(authority_key), "--issuer-key", str(root / "issuer.key"),
+            "--name", DEMO_ISSUER_NAME, "--country", "MX", "--web-origin", "https://demo.lacre.local",
+            "--node", url,
+        ) == 0
+    credential, _ = ensure_id(sample_open_badge(
+        DEMO_ISSUER_NAME, "did:example:learner-" + secrets.token_hex(4),
+        "Introducción a la Criptografía Aplicada",
+    ))
+    credential_path = demo_dir / f"credential-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    credential_path.write_text(json.dumps(credential, indent=2, ensure_ascii=False) + "\n")
+    receipt_path = credential_path.with_name(credential_path.stem + ".receipt.json")
+    trust = str(root / "consortium.json")
+    ok &= _lacre("issue", str(credential_path), "--key", str(root / "issuer.key"), "--node", url, "--out", str(receipt_path)) == 0
+    if receipt_path.exists():
+        receipt = json.loads(receipt_path.read_text())
+        print(f"\n# the receipt ({receipt_path.name}): leaf {receipt['leaf_index']} of {receipt['tree_size']}, "
+              f"under this cosigned checkpoint:\n{receipt['checkpoint']}")
+    ok &= _lacre("verify", str(credential_path), "--receipt", str(receipt_path), "--trust", trust) == 0
+    ok &= _lacre("revoke", str(credential_path), "--key", str(root / "issuer.key"), "--node", url, "--reason", "issued_in_error") == 0
+    ok &= _lacre("status", str(credential_path), "--node", url) == 0
+    print("\n# the old receipt still proves issuance offline; online, the revocation shows:")
+    ok &= _lacre("verify", str(credential_path), "--receipt", str(receipt_path), "--trust", trust, "--online", url) == 1
+    return bool(ok)
+
+
+def _issuer_known(url: str, key: bytes) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/issuers/{key.hex()}", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def run_devnet(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    if args.nodes < 1:
+        print("lacre devnet: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    if args.nodes > 1:
+        # TODO(issue 3): the BFT consensus engine runs consortia of several authorities.
+        print("lacre devnet: more than one authority needs the consensus engine, not yet built", file=sys.stderr)
+        return 2
+    if not (root / "genesis.json").exists():
+        print(f"creating a {args.nodes}-authority consortium in {root}")
+        create(root, args.nodes)
+    else:
+        print(f"reusing the consortium in {root}")
+    try:
+        started = start(root)
+    except RuntimeError as error:
+        print(f"lacre devnet: {error}", file=sys.stderr)
+        return 1
+    try:
+        ok = True
+        if not args.no_demo:
+            ok = demo(root, started[0][1])
+            print("\ndemo", "succeeded" if ok else "FAILED")
+        print(f"\nconsortium {root / 'consortium.json'}; demo issuer key {root / 'issuer.key'}")
+        for name, url, _ in started:
+            print(f"node {name}: {url}")
+        if args.exit_after_demo:
+            return 0 if ok else 1
+        print("serving; Ctrl-C to stop", flush=True)
+        stopped = False
+
+        def on_signal(signum, frame) -> None:
+            nonlocal stopped
+            stopped = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stopped:
+            for name, _, process in started:
+                if process.poll() is not None:
+                    print(f"node {name} exited with status {process.returncode}; see {root / 'nodes' / name / 'node.log'}")
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        stop(started)
+        print("nodes stopped")

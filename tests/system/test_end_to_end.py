@@ -1,0 +1,100 @@
+"""End to end: the CLI against a real node process, through SIGKILL and restart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from client.credential import sample_open_badge
+from tests.system.conftest import NodeProcess, lacre
+
+pytestmark = pytest.mark.system
+
+
+def _consortium(tmp_path):
+    lacre("keygen", "--out", str(tmp_path / "authority.key"), "--name", "inst-0")
+    lacre("keygen", "--out", str(tmp_path / "issuer.key"), "--name", "faculty")
+    lacre("genesis", "--origin", "e2e.lacre.local/log", "--authority", str(tmp_path / "authority.key"), "--out-dir", str(tmp_path))
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'name = "inst-0"\nkey_file = "authority.key"\ngenesis_file = "genesis.json"\n'
+        'data_dir = "data"\nhost = "127.0.0.1"\nport = 0\n'
+    )
+    return config
+
+
+def test_issue_kill_restart_prove_verify(tmp_path, node_processes):
+    node = NodeProcess(_consortium(tmp_path), tmp_path / "data")
+    node_processes.append(node)
+    url = node.start()
+    lacre("issuer", "register", "--key", str(tmp_path / "authority.key"), "--issuer-key", str(tmp_path / "issuer.key"),
+          "--name", "Facultad de Ingeniería", "--country", "CO", "--node", url)
+
+    credential = tmp_path / "badge.json"
+    credential.write_text(json.dumps(sample_open_badge("Facultad de Ingeniería", "did:example:ana", "Redes I")))
+    result = lacre("issue", str(credential), "--key", str(tmp_path / "issuer.key"), "--node", url, "--json")
+    issued = json.loads(result.stdout)["issued"][0]
+    # The committed write was acknowledged: now the node dies without warning.
+    node.kill()
+
+    url = node.start()
+    status = node.get("/v1/status")
+    assert status["tree_size"] == 2 and status["height"] == 2
+    credential_id = issued["credential_id"]
+    record = node.get(f"/v1/credentials/{credential_id}")
+    assert record["status"] == "issued"
+    issuance_hash = json.loads(lacre("status", credential_id, "--node", url, "--json").stdout)
+    assert issuance_hash["status"] == "issued"
+
+    # The receipt written before the kill, and a fresh one, both verify offline.
+    issued_doc = issued.get("credential", str(credential))
+    trust = str(tmp_path / "consortium.json")
+    lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust)
+    lacre("receipt", credential_id, "--node", url, "--out", str(tmp_path / "fresh.receipt.json"))
+    verdict = json.loads(lacre("verify", issued_doc, "--receipt", str(tmp_path / "fresh.receipt.json"),
+                               "--trust", trust, "--online", url, "--json").stdout)
+    assert verdict["ok"] and verdict["issuer"]["name"] == "Facultad de Ingeniería"
+    assert {c["name"] for c in verdict["checks"]} >= {
+        "credential-id", "issuance-signature", "checkpoint-cosigned", "issuance-included", "issuer-registered",
+        "online-consistency", "not-revoked",
+    }
+
+    lacre("revoke", credential_id, "--key", str(tmp_path / "issuer.key"), "--node", url, "--reason", "fraud")
+    node.kill()
+    url = node.start()
+    online = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust, "--online", url, check=False)
+    assert online.returncode == 1 and "REVOKED (fraud)" in online.stdout
+    offline = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust)
+    assert "VERIFIED" in offline.stdout
+    node.stop()
+
+
+def test_verify_fails_on_a_tampered_credential(tmp_path, node_processes):
+    node = NodeProcess(_consortium(tmp_path), tmp_path / "data")
+    node_processes.append(node)
+    url = node.start()
+    lacre("issuer", "register", "--key", str(tmp_path / "authority.key"), "--issuer-key", str(tmp_path / "issuer.key"),
+          "--name", "Unidad de Extensión", "--country", "PE", "--node", url)
+    credential = tmp_path / "badge.json"
+    credential.write_text(json.dumps(sample_open_badge("Unidad de Extensión", "did:example:luis", "Python")))
+    issued = json.loads(lacre("issue", str(credential), "--key", str(tmp_path / "issuer.key"), "--node", url, "--json").stdout)["issued"][0]
+    document = json.loads((tmp_path / "badge.issued.json").read_text())
+    document["credentialSubject"]["achievement"]["name"] = "Python Avanzado"
+    (tmp_path / "forged.json").write_text(json.dumps(document))
+    result = lacre("verify", str(tmp_path / "forged.json"), "--receipt", issued["receipt"],
+                   "--trust", str(tmp_path / "consortium.json"), check=False)
+    assert result.returncode == 1
+    assert "FAIL credential-id" in result.stdout
+    node.stop()
+
+
+def test_devnet_demo_runs_end_to_end(tmp_path):
+    result = lacre("devnet", "--dir", str(tmp_path / "devnet"), "--exit-after-demo")
+    assert "demo succeeded" in result.stdout, result.stdout
+    assert "VERIFIED" in result.stdout and "REVOKED" in result.stdout
+    assert "http://127.0.0.1:" in result.stdout
+    assert (tmp_path / "devnet" / "consortium.json").exists() and (tmp_path / "devnet" / "issuer.key").exists()
+    # A second run reuses the consortium and its chain.
+    again = lacre("devnet", "--dir", str(tmp_path / "devnet"), "--exit-after-demo")
+    assert "reusing" in again.stdout and "demo succeeded" in again.stdout
