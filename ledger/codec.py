@@ -53,6 +53,11 @@ def encode(value: Any) -> bytes:
     return msgpack.packb(_canonical(value), use_bin_type=True)
 
 
+def encode_canonical(value: Any) -> bytes:
+    """Encode a value known to be canonical already (e.g. part of a decoded one)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
 def decode(data: bytes) -> Any:
     """The value `data` canonically encodes; raises CodecError otherwise."""
     if type(data) is not bytes:
@@ -74,7 +79,10 @@ def decode(data: bytes) -> Any:
     except Exception as error:  # msgpack raises a zoo of types on bad input
         raise CodecError(f"not MessagePack: {error}") from None
     _check_types(value)
-    if encode(value) != data:
+    # Decoded maps keep their wire order, checked sorted above, so packing
+    # the value as it is reproduces the input iff every length and integer
+    # took its shortest form and no key was repeated.
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise CodecError("not canonical MessagePack")
     return value
 
@@ -87,5 +95,11 @@ def _check_types(value: Any) -> None:
         for item in value:
             _check_types(item)
     elif kind is dict:
+        keys = list(value)
+        for key in keys:
+            if type(key) is not str:
+                raise CodecError(f"map key is not text: {key!r}")
+        if keys != sorted(keys):
+            raise CodecError("map keys are not sorted")
         for item in value.values():
             _check_types(item)

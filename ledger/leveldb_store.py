@@ -20,6 +20,8 @@ class LevelDBStore:
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db: plyvel.DB | None = plyvel.DB(
             str(self.path),
             create_if_missing=create,

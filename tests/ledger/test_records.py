@@ -98,3 +98,12 @@ def test_signature_is_bound_to_the_record_context():
     wrong_context = KEY.sign(crypto.VOTE_CONTEXT, unsigned)
     with pytest.raises(crypto.SignatureError):
         SignedRecord(BODIES[1], KEY.public_key, wrong_context).verify()
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: b.KIND)
+def test_decoded_bytes_are_exactly_what_the_fields_rebuild(body):
+    # decode keeps the input bytes; they must be the bytes a fresh record
+    # with the same fields encodes to, or two encodings would mean one record.
+    record = SignedRecord.decode(SignedRecord.sign(body, KEY).encoded)
+    rebuilt = SignedRecord(record.body, record.signer, record.signature)
+    assert rebuilt.encoded == record.encoded and rebuilt.unsigned == record.unsigned
