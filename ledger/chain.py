@@ -334,6 +334,7 @@ class Chain:
         batch.put(KEY_HEAD, height_key)
         self.store.write(batch, sync=True)
         self.log.flushed()
+        self.state.committed(delta)
         self._range = self._range.extend(leaf_hashes)
         self.head = header
 

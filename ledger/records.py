@@ -171,6 +171,8 @@ class SignedRecord:
     signature: bytes
     encoded: bytes = field(repr=False, compare=False, default=b"")
     unsigned: bytes = field(repr=False, compare=False, default=b"")
+    hash: bytes = field(repr=False, compare=False, default=b"")
+    """The record hash: its Merkle leaf hash (computed once)."""
 
     def __post_init__(self) -> None:
         _need(type(self.body) in BODY_TYPES.values(), "unknown record body")
@@ -186,15 +188,11 @@ class SignedRecord:
             object.__setattr__(self, "encoded", codec.encode(self._map(with_signature=True)))
         if not self.unsigned:
             object.__setattr__(self, "unsigned", codec.encode(self._map(with_signature=False)))
+        object.__setattr__(self, "hash", leaf_hash(self.encoded))
 
     @property
     def kind(self) -> str:
         return self.body.KIND
-
-    @property
-    def hash(self) -> bytes:
-        """The record hash: its Merkle leaf hash."""
-        return leaf_hash(self.encoded)
 
     def _map(self, with_signature: bool) -> dict:
         mapping = {

@@ -109,14 +109,34 @@ class StateView(Protocol):
 
 
 class StoreStateView:
-    """Committed state read from a `Store`."""
+    """Committed state read from a `Store`.
+
+    Issuers are few and read by every record, so their decoded entries are
+    cached; `committed` keeps the cache in step with the store.
+    """
+
+    ISSUER_CACHE_MAX = 100_000
 
     def __init__(self, store) -> None:
         self._store = store
+        self._issuers: dict[bytes, IssuerEntry | None] = {}
 
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
+        try:
+            return self._issuers[issuer_key]
+        except KeyError:
+            pass
         data = self._store.get(ISSUER_PREFIX + issuer_key)
-        return None if data is None else IssuerEntry.decode(issuer_key, data)
+        entry = None if data is None else IssuerEntry.decode(issuer_key, data)
+        if len(self._issuers) >= self.ISSUER_CACHE_MAX:
+            self._issuers.clear()
+        self._issuers[issuer_key] = entry
+        return entry
+
+    def committed(self, delta: "StateDelta") -> None:
+        """The store now holds `delta`: refresh cached entries it changed."""
+        for key, entry in delta.issuers.items():
+            self._issuers[key] = entry
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
@@ -192,6 +212,16 @@ class StateDelta:
                 current.expires_at, current.issuance_leaf, leaf_index, body.revoked_at, body.reason.value,
             )
         raise RuleError("record-kind", f"no rule for {type(body).__name__}")
+
+    @property
+    def issuers(self) -> dict[bytes, IssuerEntry]:
+        """Issuer entries this delta changed."""
+        return self._issuers
+
+    def absorb(self, other: "StateDelta") -> None:
+        """Take on the changes of `other`, a delta built on top of this one."""
+        self._issuers.update(other._issuers)
+        self._credentials.update(other._credentials)
 
     def puts(self) -> list[tuple[bytes, bytes]]:
         puts = [(ISSUER_PREFIX + k, e.encode()) for k, e in self._issuers.items()]

@@ -56,6 +56,20 @@ class Mempool:
         self._pending[record.hash] = record
         self._nonempty.set()
 
+    def admit(self, records: list[SignedRecord], scratch: StateDelta) -> None:
+        """Admit verified records whose effects `scratch` (built on `pending_state`) holds.
+
+        Saves judging each record twice. Precondition: nothing was added
+        since `scratch` was built, and the caller checked `room`.
+        """
+        if len(self._pending) + len(records) > self.records_max:
+            raise MempoolFullError()
+        self._delta.absorb(scratch)
+        for record in records:
+            self._pending[record.hash] = record
+        if records:
+            self._nonempty.set()
+
     def take(self, count: int) -> list[SignedRecord]:
         """Remove and return up to `count` oldest records."""
         taken = []

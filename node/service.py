@@ -23,7 +23,7 @@ from ledger import crypto
 from ledger.chain import Chain, RecordLocation
 from ledger.records import RecordError, SignedRecord
 from ledger.state import RuleError, StateDelta
-from node.mempool import Mempool, MempoolFullError
+from node.mempool import Mempool
 from node.metrics import Metrics
 
 log = logging.getLogger("lacre.node")
@@ -147,13 +147,9 @@ class LedgerService:
             for refusal in refusals:
                 self.metrics.records_refused.labels(refusal.error).inc()
             raise SubmissionRefused(refusals)
+        # No await since `scratch` was built: it is still on top of pending.
+        self.mempool.admit([record for _, record in fresh], scratch)
         for index, record in fresh:
-            try:
-                self.mempool.add(record)
-            except MempoolFullError:
-                # Unreachable after the room check on this single thread.
-                self.metrics.overloaded.inc()
-                raise Overloaded() from None
             results[index] = Admitted(record.hash, RecordState.PENDING)
         self.metrics.records_admitted.inc(len(fresh))
         self.metrics.mempool_depth.set(len(self.mempool))
