@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ledger import codec
 from ledger.records import SignedRecord
 
 RETRIES_MAX = 20
@@ -127,6 +128,22 @@ class AsyncClient:
 
     async def block(self, height: int) -> dict:
         return await self._request("GET", f"/v1/blocks/{height}")
+
+    async def encoded_blocks(self, start: int, limit: int = 100) -> tuple[list[bytes], int]:
+        """Canonical bytes of blocks [start, start + limit) and the node's height."""
+        params = {"from": str(start), "limit": str(limit)}
+        try:
+            async with self._client().get(
+                self.url + "/v1/blocks", params=params, headers={"Accept": "application/msgpack"}
+            ) as response:
+                if response.status >= 400:
+                    raise ApiError(response.status, "error", await response.text())
+                page = codec.decode(await response.read())
+        except aiohttp.ClientError as error:
+            raise ApiError(0, "unreachable", f"{self.url}: {error}") from None
+        except codec.CodecError as error:
+            raise ApiError(0, "malformed", f"{self.url}: blocks page: {error}") from None
+        return page["blocks"], page["height"]
 
     async def blocks(self, start: int, limit: int = 100) -> dict:
         return await self._request("GET", "/v1/blocks", params={"from": str(start), "limit": str(limit)})

@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ledger import codec
 from ledger.chain import Chain
 from ledger.merkle_log import MerkleLogError
 from ledger.records import SignedRecord
@@ -26,6 +27,7 @@ from node.views import b64, block_view, body_view, credential_view, header_view,
 log = logging.getLogger("lacre.api")
 
 BLOCKS_PAGE_MAX = 100
+MSGPACK = "application/msgpack"
 SUBMISSION_RECORDS_MAX = 20_000
 RETRY_AFTER_S = 1
 
@@ -343,9 +345,13 @@ async def blocks(request: web.Request) -> web.Response:
     chain = _chain(request)
     start = _int_param(request, "from", default=1, low=1)
     limit = min(_int_param(request, "limit", default=BLOCKS_PAGE_MAX, low=1), BLOCKS_PAGE_MAX)
-    found = []
-    for height in range(start, min(start + limit, chain.height + 1)):
-        found.append(block_view(chain.block(height)))
+    heights = range(start, min(start + limit, chain.height + 1))
+    if MSGPACK in request.headers.get("Accept", ""):
+        # For sync and audit: the canonical bytes of each block, which the
+        # receiver checks against certificates, not a JSON rendering.
+        body = codec.encode({"blocks": [chain.block(h).encode() for h in heights], "height": chain.height})
+        return web.Response(body=body, content_type=MSGPACK)
+    found = [block_view(chain.block(height)) for height in heights]
     return web.json_response({"blocks": found, "height": chain.height})
 
 

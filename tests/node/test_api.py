@@ -117,6 +117,23 @@ async def test_blocks_carry_certificates(client, consortium):
     assert (await client.get("/v1/blocks/3")).status == 404
 
 
+async def test_blocks_in_canonical_form_replay_into_a_fresh_chain(client, consortium):
+    from ledger import codec
+    from ledger.block import Block
+    from ledger.chain import Chain
+    from ledger.store import MemoryStore
+
+    await submit(client, [consortium.registration()])
+    await submit(client, [consortium.issuance(i) for i in range(3)])
+    response = await client.get("/v1/blocks?from=1", headers={"Accept": "application/msgpack"})
+    page = codec.decode(await response.read())
+    replica = Chain(MemoryStore(), consortium.genesis)
+    for data in page["blocks"]:
+        replica.apply_block(Block.decode(data))
+    status = await (await client.get("/v1/status")).json()
+    assert (replica.height, replica.head_hash.hex()) == (page["height"], status["head_hash"])
+
+
 async def _error(response, status, error):
     body = await response.json()
     assert response.status == status, body
