@@ -332,7 +332,12 @@ class Chain:
         for key, value in delta.puts():
             batch.put(key, value)
         batch.put(KEY_HEAD, height_key)
-        self.store.write(batch, sync=True)
+        try:
+            self.store.write(batch, sync=True)
+        except BaseException:
+            # The log already staged the leaves in memory: forget them.
+            self.log = MerkleLog(self.store, self.log_size, prefix=MERKLE_PREFIX)
+            raise
         self.log.flushed()
         self.state.committed(delta)
         self._range = self._range.extend(leaf_hashes)

@@ -29,6 +29,9 @@ class LevelDBStore:
             # costs CPU.
             compression=None,
             lru_cache_size=64 << 20,
+            # Point reads (Merkle nodes, the record index) otherwise probe
+            # every level of the LSM tree.
+            bloom_filter_bits=10,
             write_buffer_size=32 << 20,
             max_open_files=500,
         )
@@ -43,12 +46,14 @@ class LevelDBStore:
         return self.db.get(key)
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
-        with self.db.write_batch(sync=sync) as wb:
-            for key, value in batch.ops:
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+        wb = self.db.write_batch(sync=sync)
+        put, delete = wb.put, wb.delete
+        for key, value in batch.ops:
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
+        wb.write()
 
     def iterate(
         self, prefix: bytes, start: bytes | None = None, reverse: bool = False
@@ -59,7 +64,11 @@ class LevelDBStore:
         elif not reverse:
             it = db.iterator(start=max(start, prefix), stop=_prefix_end(prefix))
         else:
-            it = db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
+            end = _prefix_end(prefix)
+            if end is not None and start >= end:
+                it = db.iterator(prefix=prefix, reverse=True)
+            else:
+                it = db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
         with it:
             yield from it
 

@@ -190,3 +190,25 @@ def test_reopen_reads_a_handful_of_keys_not_the_chain(consortium):
     assert reopened.log_size == 1001
     # head pointer, head block, genesis, magic, O(log n) frontier nodes
     assert store.reads <= 40, store.reads
+
+
+class FailingStore(MemoryStore):
+    fail = False
+
+    def write(self, batch, sync=True):
+        if self.fail:
+            raise OSError("disk full")
+        super().write(batch, sync)
+
+
+def test_a_failed_write_leaves_the_chain_at_its_head(consortium):
+    store = FailingStore()
+    chain = Chain(store, consortium.genesis)
+    consortium.commit(chain, [consortium.registration()])
+    store.fail = True
+    with pytest.raises(OSError):
+        consortium.commit(chain, [consortium.issuance(1)])
+    store.fail = False
+    assert (chain.height, chain.log_size) == (1, 1)
+    consortium.commit(chain, [consortium.issuance(2)])
+    assert chain.log.root(2) == merkle.root([merkle.leaf_hash(r) for r in chain.records(0, 2)])

@@ -1,0 +1,128 @@
+"""The `Store` contract (ledger.store), run against every implementation."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.leveldb_store import LevelDBStore
+from ledger.store import MemoryStore, StoreClosedError, WriteBatch
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def store(request, tmp_path):
+    opened = MemoryStore() if request.param == "memory" else LevelDBStore(tmp_path / "db")
+    yield opened
+    opened.close()
+
+
+def write(store, *ops, sync=True):
+    batch = WriteBatch()
+    for key, value in ops:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    store.write(batch, sync=sync)
+
+
+def test_get_put_delete(store):
+    assert store.get(b"k") is None
+    write(store, (b"k", b"v"))
+    assert store.get(b"k") == b"v"
+    write(store, (b"k", b"w"), sync=False)
+    assert store.get(b"k") == b"w"
+    write(store, (b"k", None))
+    assert store.get(b"k") is None
+    write(store, (b"absent", None))  # deleting a missing key is fine
+    write(store, (b"empty", b""))
+    assert store.get(b"empty") == b""
+
+
+def test_later_operation_on_a_key_wins_within_a_batch(store):
+    write(store, (b"a", b"1"), (b"a", b"2"), (b"b", b"1"), (b"b", None), (b"c", None), (b"c", b"3"))
+    assert (store.get(b"a"), store.get(b"b"), store.get(b"c")) == (b"2", None, b"3")
+
+
+def test_a_batch_applies_whole(store):
+    write(store, *[(b"n%03d" % i, b"%d" % i) for i in range(100)])
+    assert [store.get(b"n%03d" % i) for i in range(100)] == [b"%d" % i for i in range(100)]
+
+
+def test_a_batch_is_not_applied_until_written(store):
+    batch = WriteBatch()
+    batch.put(b"x", b"1")
+    assert len(batch) == 1 and store.get(b"x") is None
+
+
+KEYS = [b"a\x00", b"p", b"p\x00", b"p\x01", b"p\x01\xff", b"p\xff", b"q", b"q\x00"]
+
+
+@pytest.fixture
+def filled(store):
+    write(store, *[(key, key.hex().encode()) for key in KEYS])
+    return store
+
+
+def keys(items):
+    return [key for key, _ in items]
+
+
+def test_iterate_a_prefix_in_key_order(filled):
+    assert keys(filled.iterate(b"p")) == [b"p", b"p\x00", b"p\x01", b"p\x01\xff", b"p\xff"]
+    assert list(filled.iterate(b"q\x00")) == [(b"q\x00", b"7100")]
+    assert keys(filled.iterate(b"")) == KEYS
+    assert list(filled.iterate(b"z")) == []
+
+
+def test_iterate_from_a_start_key(filled):
+    assert keys(filled.iterate(b"p", start=b"p\x01")) == [b"p\x01", b"p\x01\xff", b"p\xff"]
+    assert keys(filled.iterate(b"p", start=b"p\x00\x05")) == [b"p\x01", b"p\x01\xff", b"p\xff"]
+    assert keys(filled.iterate(b"p", start=b"a")) == keys(filled.iterate(b"p"))  # before the range
+    assert keys(filled.iterate(b"p", start=b"q")) == []  # beyond the range
+
+
+def test_iterate_in_reverse(filled):
+    assert keys(filled.iterate(b"p", reverse=True)) == [b"p\xff", b"p\x01\xff", b"p\x01", b"p\x00", b"p"]
+    assert keys(filled.iterate(b"p", start=b"p\x01", reverse=True)) == [b"p\x01", b"p\x00", b"p"]
+    assert keys(filled.iterate(b"p", start=b"p\x01\x05", reverse=True)) == [b"p\x01", b"p\x00", b"p"]
+    assert keys(filled.iterate(b"p", start=b"a", reverse=True)) == []  # before the range
+
+
+def test_reverse_iteration_from_beyond_the_prefix_range_stays_in_it(filled):
+    assert keys(filled.iterate(b"p", start=b"z", reverse=True)) == [b"p\xff", b"p\x01\xff", b"p\x01", b"p\x00", b"p"]
+    assert keys(filled.iterate(b"p", start=b"q", reverse=True))[0] == b"p\xff"
+
+
+def test_iterating_an_all_ff_prefix(store):
+    write(store, (b"\xff", b"1"), (b"\xff\xff", b"2"), (b"\xfe", b"0"))
+    assert keys(store.iterate(b"\xff")) == [b"\xff", b"\xff\xff"]
+
+
+def test_use_after_close_raises(store):
+    write(store, (b"k", b"v"))
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.get(b"k")
+    with pytest.raises(StoreClosedError):
+        write(store, (b"k", b"w"))
+    with pytest.raises(StoreClosedError):
+        list(store.iterate(b""))
+
+
+def test_leveldb_data_survives_reopening(tmp_path):
+    path = tmp_path / "db"
+    first = LevelDBStore(path)
+    write(first, (b"k", b"v"), (b"gone", b"x"))
+    write(first, (b"gone", None))
+    first.close()
+    second = LevelDBStore(path)
+    try:
+        assert second.get(b"k") == b"v" and second.get(b"gone") is None
+        assert keys(second.iterate(b"")) == [b"k"]
+    finally:
+        second.close()
+
+
+def test_leveldb_refuses_a_missing_directory_without_create(tmp_path):
+    with pytest.raises(Exception):
+        LevelDBStore(tmp_path / "nothing", create=False)
