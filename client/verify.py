@@ -94,7 +94,10 @@ def _hex32(value: object, what: str) -> bytes:
 def _path(value: object) -> list[bytes]:
     if not isinstance(value, list) or len(value) > 64:
         raise ValueError("inclusion_path must be a list of at most 64 hashes")
-    return [_hex32(item, "path entry") for item in value]
+    if not all(isinstance(item, str) and len(item) == 64 for item in value):
+        raise ValueError("path entries must be 64 hex characters")
+    joined = bytes.fromhex("".join(value))  # one call, not one per hash
+    return [joined[i : i + 32] for i in range(0, len(joined), 32)]
 
 
 def _utc(seconds: int) -> str:
