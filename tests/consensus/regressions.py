@@ -1,0 +1,18 @@
+"""Seeds that once found a bug, pinned so they always run (with the options they ran with).
+
+A seed's meaning depends on `Options.pick`; if that changes, re-find each
+bug's seed (or pin a scenario instead) rather than silently keeping a seed
+that no longer exercises anything.
+"""
+
+from __future__ import annotations
+
+# (seed, fault_phase_ms_max, what it found)
+REGRESSION_SEEDS: list[tuple[int, int, str]] = [
+    (2, 6_000, "n=1 restarted while locked and never re-proposed the locked value: persist the locked value's body"),
+    (10, 6_000, "an equivocator's first vote hid a polka forever: count each authority once per hash, relay the validValue polka"),
+    (25, 6_000, "catch-up kept asking a peer that was down: ask the peer ahead we heard from last"),
+    (23, 6_000, "a restarted locked proposer could not show the polka of its valid round: persist the polka with the lock"),
+    (10526, 6_000, "checker bug: the Byzantine proposer's equivocating proposals were not seen by the validity check"),
+    (37, 6_000, "n=7 with two down stalled until catch-up asked a live peer"),
+]

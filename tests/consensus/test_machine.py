@@ -1,0 +1,153 @@
+"""The machine with real Ed25519 keys and lacre block headers: certificates verify with
+`CommitCertificate.verify`, restarts never double-sign, bad input is dropped with a reason."""
+
+from __future__ import annotations
+
+import hashlib
+
+from consensus.actions import Broadcast, BuildProposal, Commit, Dropped, PersistSigned, RecordEvidence, ValidateProposal
+from consensus.events import BlockApplied, MessageReceived, ProposalBodyReady, ProposalValidated, Start, TimeoutFired, TimeoutKind
+from consensus.evidence import Evidence
+from consensus.machine import Machine
+from consensus.messages import Value, Vote, VoteKind, decode_message, encode_message
+from consensus.signed_state import SignedState
+from ledger import crypto
+from ledger.block import BlockHeader
+from ledger.genesis import Authority, AuthoritySet
+
+ORIGIN = "test.lacre.local/consortium"
+CHAIN = hashlib.sha256(b"test chain").digest()
+KEYS = [crypto.KeyPair(f"inst-{i}", hashlib.sha256(b"key %d" % i).digest()) for i in range(4)]
+AUTHORITIES = AuthoritySet(tuple(Authority(k.name, k.public_key) for k in KEYS))
+
+
+def header(height: int, proposer: str, salt: int = 0) -> BlockHeader:
+    return BlockHeader(height, bytes(32), proposer, 0, 1_700_000_000_000 + salt, 0, 0, bytes(32), bytes(32))
+
+
+def value_of(block: BlockHeader) -> Value:
+    return Value(block.hash, block.encode(), block.checkpoint(ORIGIN).text())
+
+
+def machine(index: int, height: int = 1, signed: SignedState | None = None) -> Machine:
+    return Machine(authority_set=AUTHORITIES, chain_id=CHAIN, signer=KEYS[index], height=height, signed=signed)
+
+
+class Cluster:
+    """Four machines wired by hand: every broadcast is delivered at once, in order."""
+
+    def __init__(self) -> None:
+        self.machines = [machine(i) for i in range(4)]
+        self.commits: dict[int, list[Commit]] = {i: [] for i in range(4)}
+        self.headers: dict[bytes, BlockHeader] = {}
+
+    def start(self) -> None:
+        started = [(index, self.machines[index].step(Start())) for index in range(4)]
+        for index, actions in started:
+            self.run(index, None, actions)
+
+    def run(self, index: int, event, actions: list | None = None) -> None:
+        pending = [(index, event)]
+        while pending:
+            target, event = pending.pop(0)
+            if actions is None:
+                actions = self.machines[target].step(event)
+            batch, actions = actions, None
+            for action in batch:
+                if isinstance(action, Broadcast):
+                    pending += [(other, MessageReceived(action.data)) for other in range(4) if other != target]
+                elif isinstance(action, BuildProposal):
+                    block = header(action.height, KEYS[target].name)
+                    self.headers[block.hash] = block
+                    pending.append((target, ProposalBodyReady(action.height, action.round, value_of(block))))
+                elif isinstance(action, ValidateProposal):
+                    pending.append((target, ProposalValidated(action.message.height, action.message.value.block_hash, True)))
+                elif isinstance(action, Commit):
+                    self.commits[target].append(action)
+
+
+def test_four_authorities_commit_and_the_certificate_verifies() -> None:
+    cluster = Cluster()
+    cluster.start()
+    for index in range(4):
+        assert len(cluster.commits[index]) == 1
+        commit = cluster.commits[index][0]
+        block = cluster.headers[commit.value.block_hash]
+        commit.certificate.verify(block, AUTHORITIES, CHAIN, ORIGIN)  # raises on any flaw
+        assert commit.certificate.checkpoint_note(block, ORIGIN, AUTHORITIES).count("\u2014 ") >= 3
+
+
+def test_persist_comes_before_broadcast() -> None:
+    single = Machine(authority_set=AuthoritySet((Authority(KEYS[0].name, KEYS[0].public_key),)),
+                     chain_id=CHAIN, signer=KEYS[0], height=1)
+    actions = single.step(Start())
+    build = next(a for a in actions if isinstance(a, BuildProposal))
+    actions = single.step(ProposalBodyReady(1, build.round, value_of(header(1, "inst-0"))))
+    kinds = [type(a).__name__ for a in actions if isinstance(a, (PersistSigned, Broadcast, Commit))]
+    assert kinds[:2] == ["PersistSigned", "Broadcast"] and kinds[-1] == "Commit"
+    for position, action in enumerate(actions):
+        if isinstance(action, Broadcast):
+            assert any(isinstance(a, PersistSigned) for a in actions[:position])
+
+
+def test_restart_never_signs_a_conflicting_vote() -> None:
+    node = machine(1)
+    node.step(Start())
+    proposal_value = value_of(header(1, "inst-1"))
+    # inst-1 is not the proposer of (1, 0); its propose timeout makes it prevote nil.
+    actions = node.step(TimeoutFired(1, 0, TimeoutKind.PROPOSE))
+    state = [a for a in actions if isinstance(a, PersistSigned)][-1].state
+    first = state.find(0, "prevote")
+    assert first is not None and first.is_nil
+    restarted = machine(1, signed=SignedState.decode(state.encode()))
+    restarted.step(Start())
+    # The proposal now arrives: the restarted node must not prevote it in round 0.
+    from consensus.messages import Proposal, ProposalMessage
+    unsigned = Proposal(1, 0, -1, proposal_value.block_hash, "inst-1", bytes(64))
+    proposer = KEYS[AUTHORITIES.index(AUTHORITIES.proposer(1, 0).name)]
+    proposal = Proposal(1, 0, -1, proposal_value.block_hash, proposer.name, proposer.sign(crypto.VOTE_CONTEXT, unsigned.signed_bytes(CHAIN)))
+    value = Value(proposal.block_hash, proposal_value.body, proposal_value.checkpoint_text)
+    actions = restarted.step(MessageReceived(encode_message(CHAIN, ProposalMessage(proposal, value))))
+    actions += restarted.step(ProposalValidated(1, value.block_hash, True))
+    sent = [decode_message(a.data)[1] for a in actions if isinstance(a, Broadcast)]
+    prevotes = [m for m in sent if isinstance(m, Vote) and m.kind is VoteKind.PREVOTE and m.round == 0]
+    assert prevotes and all(v == first for v in prevotes)
+    assert not any(isinstance(a, PersistSigned) for a in actions)
+
+
+def test_drops_say_why() -> None:
+    node = machine(0)
+    node.step(Start())
+
+    def reason(data: bytes) -> str:
+        return next(a.reason for a in node.step(MessageReceived(data)) if isinstance(a, Dropped))
+
+    vote = Vote(VoteKind.PREVOTE, 1, 0, b"", "inst-2", bytes(64))
+    assert reason(b"\x00garbage").startswith("malformed")
+    assert reason(encode_message(b"other", vote)) == "other chain"
+    assert reason(encode_message(CHAIN, Vote(VoteKind.PREVOTE, 1, 0, b"", "mallory", bytes(64)))) == "not an authority"
+    assert reason(encode_message(CHAIN, vote)) == "bad signature"
+
+
+def test_equivocation_becomes_verifiable_evidence() -> None:
+    node = machine(0)
+    node.step(Start())
+    byzantine = KEYS[3]
+
+    def signed_vote(block_hash: bytes) -> Vote:
+        unsigned = Vote(VoteKind.PREVOTE, 1, 0, block_hash, byzantine.name, bytes(64))
+        return Vote(VoteKind.PREVOTE, 1, 0, block_hash, byzantine.name, byzantine.sign(crypto.VOTE_CONTEXT, unsigned.signed_bytes(CHAIN)))
+
+    node.step(MessageReceived(encode_message(CHAIN, signed_vote(b""))))
+    actions = node.step(MessageReceived(encode_message(CHAIN, signed_vote(b"\x01" * 32))))
+    evidence = next(a.evidence for a in actions if isinstance(a, RecordEvidence))
+    assert evidence.authority == "inst-3"
+    Evidence.decode(evidence.encode()).verify(AUTHORITIES, CHAIN)
+
+
+def test_block_applied_by_catch_up_moves_to_the_next_height() -> None:
+    node = machine(0)
+    node.step(Start())
+    actions = node.step(BlockApplied(5))
+    assert node.height == 6 and node.round == 0
+    assert any(isinstance(a, BuildProposal) for a in actions) == (AUTHORITIES.proposer(6, 0).name == "inst-0")
