@@ -185,10 +185,6 @@ def run_devnet(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         print("lacre devnet: --nodes must be at least 1", file=sys.stderr)
         return 2
-    if args.nodes > 1:
-        # TODO(issue 3): the BFT consensus engine runs consortia of several authorities.
-        print("lacre devnet: more than one authority needs the consensus engine, not yet built", file=sys.stderr)
-        return 2
     if not (root / "genesis.json").exists():
         print(f"creating a {args.nodes}-authority consortium in {root}")
         create(root, args.nodes)

@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consensus.evidence import Evidence
 from ledger import codec
 from ledger.chain import Chain
 from ledger.merkle_log import MerkleLogError
@@ -120,9 +121,17 @@ async def status(request: web.Request) -> web.Response:
         "timestamp_ms": head.timestamp_ms if head else 0,
         "authorities": [a.name for a in chain.authority_set.authorities],
         "quorum": chain.authority_set.quorum,
-        "peers": [{"name": name, "url": url} for name, url in sorted(config.peers.items())],
+        "peers": [
+            {"name": name, "url": url, "connected": _connected(request, name)}
+            for name, url in sorted(config.peers.items())
+        ],
         "mempool_depth": len(request.app[appkeys.SERVICE].mempool),
     })
+
+
+def _connected(request: web.Request, name: str) -> bool:
+    driver = request.app.get(appkeys.DRIVER)
+    return driver is not None and name in driver.peers.connected
 
 
 async def checkpoint(request: web.Request) -> web.Response:
@@ -374,6 +383,43 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+def _driver(request: web.Request):
+    driver = request.app.get(appkeys.DRIVER)
+    if driver is None:
+        raise ApiError(404, "no-consensus", "this consortium has a single authority")
+    return driver
+
+
+async def peer_socket(request: web.Request) -> web.StreamResponse:
+    return await _driver(request).peers.accept(request)
+
+
+async def evidence(request: web.Request) -> web.Response:
+    driver = request.app.get(appkeys.DRIVER)
+    items = []
+    for data in driver.evidence() if driver is not None else []:
+        item = Evidence.decode(data)
+        items.append({
+            "authority": item.authority, "height": item.height, "round": item.round,
+            "encoded": b64(data),
+        })
+    return web.json_response({"evidence": items})
+
+
+async def partition(request: web.Request) -> web.Response:
+    """Tests only (config fault_injection): drop all traffic with the named peers."""
+    if not request.app[appkeys.CONFIG].fault_injection:
+        raise ApiError(404, "not-found", "fault injection is disabled")
+    try:
+        document = await request.json()
+        blocked = set(document["blocked"])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "malformed-request", 'body must be {"blocked": [names]}') from None
+    driver = _driver(request)
+    driver.peers.blocked = blocked
+    return web.json_response({"blocked": sorted(blocked)})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/healthz", healthz),
@@ -390,4 +436,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/blocks", blocks),
         web.get("/v1/head", head),
         web.get("/metrics", metrics),
+        web.get("/v1/evidence", evidence),
+        web.get("/v1/peer/ws", peer_socket),
+        web.post("/v1/admin/partition", partition),
     ]

@@ -23,6 +23,7 @@ from ledger.genesis import Genesis
 from ledger.leveldb_store import LevelDBStore
 from node import api, appkeys
 from node.config import NodeConfig
+from node.consensus_driver import ConsensusDriver
 from node.mempool import Mempool
 from node.metrics import Metrics
 from node.producer import BlockProducer
@@ -76,11 +77,21 @@ async def _producer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     chain = app[appkeys.CHAIN]
     key = KeyPair.load(config.key_file)
-    if chain.authority_set.by_key(key.public_key) is None:
-        raise RuntimeError(f"{config.key_file} is not the key of an authority in genesis")
-    if len(chain.authority_set) != 1:
-        # TODO(issue 3): run the round-robin BFT protocol of consensus/ here.
-        raise RuntimeError("multi-authority consortia need the consensus engine (not yet built)")
+    authority = chain.authority_set.by_key(key.public_key)
+    if authority is None or authority.name != config.name:
+        raise RuntimeError(f"{config.key_file} is not the key of authority {config.name!r} in genesis")
+    if len(chain.authority_set) > 1:
+        state_store = LevelDBStore(config.data_dir / "consensus.ldb")
+        driver = ConsensusDriver(
+            chain, app[appkeys.SERVICE], key, config.peers, state_store,
+            config.limits.block_delay_ms, config.limits.idle_block_ms,
+        )
+        app[appkeys.DRIVER] = driver
+        await driver.start()
+        yield
+        await driver.close()
+        state_store.close()
+        return
     producer = BlockProducer(app[appkeys.SERVICE], key, config.limits.block_delay_ms)
     task = asyncio.create_task(producer.run(), name="block-producer")
     yield

@@ -13,3 +13,4 @@ CONFIG = web.AppKey("config", NodeConfig)
 CHAIN = web.AppKey("chain", Chain)
 SERVICE = web.AppKey("service", LedgerService)
 METRICS = web.AppKey("metrics", Metrics)
+DRIVER = web.AppKey("driver", object)  # node.consensus_driver.ConsensusDriver, when n > 1

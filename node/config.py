@@ -30,6 +30,7 @@ class Limits:
     body_bytes_max: int = 16 << 20
     mempool_records_max: int = 200_000
     block_delay_ms: int = 5
+    idle_block_ms: int = 1_000
     wait_commit_s: float = 30.0
     verify_threads: int = 2
 
@@ -48,6 +49,8 @@ class NodeConfig:
     port: int = 0
     peers: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    # Tests only: POST /v1/admin/partition may cut this node off from peers.
+    fault_injection: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> "NodeConfig":
@@ -68,6 +71,7 @@ class NodeConfig:
                 port=int(document.get("port", 0)),
                 peers={str(k): str(v) for k, v in document.get("peers", {}).items()},
                 limits=limits,
+                fault_injection=bool(document.get("fault_injection", False)),
             )
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ConfigError):

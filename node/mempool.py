@@ -80,6 +80,23 @@ class Mempool:
             self._nonempty.clear()
         return taken
 
+    def peek(self, count: int) -> list[SignedRecord]:
+        """Up to `count` oldest records, left in place (a proposal may fail)."""
+        taken = []
+        for record in self._pending.values():
+            if len(taken) >= count:
+                break
+            taken.append(record)
+        return taken
+
+    def remove(self, record_hashes: list[bytes]) -> None:
+        """Forget records (committed, or refused by a block); call `rebase` after."""
+        pending = self._pending
+        for record_hash in record_hashes:
+            pending.pop(record_hash, None)
+        if not pending:
+            self._nonempty.clear()
+
     def rebase(self) -> list[SignedRecord]:
         """Recompute pending effects after a commit; drop and return records now refused."""
         self._delta = StateDelta(self._state, self._authorities)

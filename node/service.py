@@ -17,7 +17,7 @@ import concurrent.futures
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ledger import crypto
 from ledger.chain import Chain, RecordLocation
@@ -85,6 +85,9 @@ class LedgerService:
             max_workers=max(1, verify_threads), thread_name_prefix="verify"
         )
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
+        # Called with records newly admitted from clients (the consensus
+        # driver gossips them on to the other authorities).
+        self.on_admitted: Callable[[list[SignedRecord]], None] | None = None
 
     def close(self) -> None:
         self._verifier.shutdown(wait=False, cancel_futures=True)
@@ -153,7 +156,48 @@ class LedgerService:
             results[index] = Admitted(record.hash, RecordState.PENDING)
         self.metrics.records_admitted.inc(len(fresh))
         self.metrics.mempool_depth.set(len(self.mempool))
+        if self.on_admitted is not None and fresh:
+            self.on_admitted([record for _, record in fresh])
         return [result for result in results if result is not None]
+
+    async def admit_each(self, encoded_records: Sequence[bytes]) -> int:
+        """Admit what is valid of records gossiped by a peer, one by one; returns how many.
+
+        Unlike a client's submission, one bad record does not spoil the rest,
+        and a full mempool drops rather than refuses: the proposer that has
+        them will still propose them.
+        """
+        fresh: list[SignedRecord] = []
+        seen: set[bytes] = set()
+        for data in encoded_records:
+            try:
+                record = SignedRecord.decode(data)
+            except RecordError:
+                continue
+            record_hash = record.hash
+            if record_hash in seen or record_hash in self.mempool or self.chain.locate(record_hash) is not None:
+                continue
+            seen.add(record_hash)
+            fresh.append(record)
+        bad = set(await self._verify(fresh))
+        admitted = []
+        scratch = StateDelta(self.mempool.pending_state, self.chain.authority_set)
+        for position, record in enumerate(fresh):
+            if position in bad or record.hash in self.mempool:
+                continue
+            try:
+                scratch.apply(record, leaf_index=-1)
+            except RuleError:
+                continue
+            admitted.append(record)
+        room = self.mempool.room
+        if len(admitted) > room:
+            self.metrics.overloaded.inc()
+            return 0
+        self.mempool.admit(admitted, scratch)
+        self.metrics.records_admitted.inc(len(admitted))
+        self.metrics.mempool_depth.set(len(self.mempool))
+        return len(admitted)
 
     async def _verify(self, records: list[SignedRecord]) -> list[int]:
         if not records:
