@@ -43,8 +43,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _toml_config(name: str, port: int, peers: dict[str, str]) -> str:
+def _toml_config(name: str, port: int, peers: dict[str, str], fault_injection: bool = False) -> str:
     lines = [
+        f"fault_injection = {'true' if fault_injection else 'false'}",
         f'name = "{name}"',
         f'key_file = "../../authorities/{name}.key"',
         'genesis_file = "../../genesis.json"',
@@ -58,7 +59,7 @@ def _toml_config(name: str, port: int, peers: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create(root: Path, nodes: int) -> None:
+def create(root: Path, nodes: int, fault_injection: bool = False) -> None:
     """Keys, genesis, trust file and node configs for a new devnet."""
     (root / "authorities").mkdir(parents=True, exist_ok=True)
     keys = []
@@ -78,7 +79,7 @@ def create(root: Path, nodes: int) -> None:
         node_dir = root / "nodes" / key.name
         node_dir.mkdir(parents=True, exist_ok=True)
         port = int(urls[key.name].rsplit(":", 1)[1])
-        (node_dir / "node.toml").write_text(_toml_config(key.name, port, urls))
+        (node_dir / "node.toml").write_text(_toml_config(key.name, port, urls, fault_injection))
     KeyPair.generate("demo-issuer").save(root / "issuer.key")
 
 
