@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--config", required=True, metavar="node.toml")
 
     sub = command("devnet", cmd_devnet, "run a local consortium on 127.0.0.1 with a demo", json_flag=False)
-    sub.add_argument("--nodes", type=int, default=1, help="authorities (default 1)")
+    sub.add_argument("--nodes", type=int, default=4, help="authorities (default 4)")
     sub.add_argument("--dir", default="devnet", help="data folder (reused if it exists)")
     sub.add_argument("--no-demo", action="store_true", help="skip the demo")
     sub.add_argument("--exit-after-demo", action="store_true", help="stop the nodes after the demo instead of serving")
