@@ -222,3 +222,49 @@ def test_an_even_split_commits_nothing_until_healed(cluster):
     _wait_height(cluster, cluster.names, max(heights.values()) + 1)
     cluster.wait_converged(cluster.names)
     _assert_provable_everywhere(cluster, [record.hash.hex()])
+
+
+def test_equivocation_is_kept_as_evidence_and_garbage_is_dropped(cluster):
+    import asyncio
+    import os
+
+    import aiohttp
+
+    from consensus.messages import Vote, VoteKind, encode_message
+    from ledger import crypto
+    from ledger.block import vote_message
+    from ledger.genesis import Genesis
+    from node.peers import Envelope
+
+    byzantine = cluster.names[3]
+    cluster.nodes[byzantine].kill()  # its key is now the test's to misuse
+    key = KeyPair.load(cluster.root / "authorities" / f"{byzantine}.key")
+    outsider = KeyPair.generate("outsider")
+    chain = Genesis.load(cluster.root / "genesis.json").hash
+    target = cluster.url(cluster.names[0])
+
+    def prevote(height: int, block_hash: bytes) -> bytes:
+        signature = key.sign(crypto.VOTE_CONTEXT, vote_message(chain, "prevote", height, 0, block_hash))
+        return encode_message(chain, Vote(VoteKind.PREVOTE, height, 0, block_hash, byzantine, signature))
+
+    async def attack() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(target + "/v1/peer/ws") as ws:
+                await ws.send_bytes(os.urandom(100))                                        # garbage
+                await ws.send_str("hello")                                                  # not binary
+                await ws.send_bytes(Envelope(outsider.name, "consensus", b"x").seal(outsider))  # not an authority
+                height = _height(cluster, cluster.names[0]) + 1
+                for h in range(height, height + 3):
+                    for block_hash in (os.urandom(32), os.urandom(32)):
+                        await ws.send_bytes(Envelope(byzantine, "consensus", prevote(h, block_hash)).seal(key))
+
+    asyncio.run(attack())
+    deadline = time.monotonic() + 10
+    evidence = []
+    while time.monotonic() < deadline and not evidence:
+        evidence = _request(target + "/v1/evidence")["evidence"]
+        time.sleep(0.1)
+    assert evidence and {item["authority"] for item in evidence} == {byzantine}
+    # The others keep committing with f = 1 misbehaving.
+    before = _height(cluster, cluster.names[0])
+    _wait_height(cluster, cluster.names[:3], before + 2)
