@@ -233,18 +233,20 @@ async def _get_rate(url: str, paths: list[str], seconds: float, concurrency: int
         return _rate(count, time.perf_counter() - started)
 
 
-async def _submit_all(url: str, records: list[bytes], batch: int, concurrency: int) -> float:
+async def _submit_all(url: str | list[str], records: list[bytes], batch: int, concurrency: int) -> float:
     bodies = [
         json.dumps({"records": [base64.b64encode(r).decode() for r in records[i : i + batch]]})
         for i in range(0, len(records), batch)
     ]
     queue = list(reversed(bodies))
+    urls = [url] if isinstance(url, str) else url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        async def worker() -> None:
+        async def worker(worker_index: int) -> None:
+            target = urls[worker_index % len(urls)]
             while queue:
                 body = queue.pop()
                 while True:
-                    async with session.post(url + "/v1/records?wait=commit", data=body,
+                    async with session.post(target + "/v1/records?wait=commit", data=body,
                                             headers={"Content-Type": "application/json"}) as response:
                         answer = await response.read()
                         if response.status == 503:
@@ -255,7 +257,7 @@ async def _submit_all(url: str, records: list[bytes], batch: int, concurrency: i
                         break
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
         return _rate(len(records), time.perf_counter() - started)
 
 
@@ -355,6 +357,83 @@ def _receipt_rate(url: str, site: Site, verify_rate: float) -> tuple[float, int]
     return _rate(count, time.perf_counter() - started), signatures
 
 
+def _verify_rate_one(_: int) -> float:
+    return ed25519_verifications_per_s(1.0)
+
+
+def ed25519_verifications_per_s_all_cores() -> float:
+    """Ed25519 verifications/s with every core verifying at once."""
+    cores = os.cpu_count() or 1
+    with multiprocessing.get_context("fork").Pool(cores) as pool:
+        return sum(pool.map(_verify_rate_one, range(cores)))
+
+
+async def _latencies(urls: list[str], records: list[bytes], rate_per_s: float) -> list[float]:
+    """Submit one record at a time at `rate_per_s`, round robin; each one's time to commit."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def one(i: int, data: bytes) -> None:
+            body = json.dumps({"record": base64.b64encode(data).decode()})
+            started = time.perf_counter()
+            async with session.post(urls[i % len(urls)] + "/v1/records?wait=commit", data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                await response.read()
+                if response.status == 200:
+                    latencies.append(time.perf_counter() - started)
+
+        tasks = []
+        for i, data in enumerate(records):
+            tasks.append(asyncio.create_task(one(i, data)))
+            await asyncio.sleep(1 / rate_per_s)
+        await asyncio.gather(*tasks)
+    return sorted(latencies)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, int(fraction * len(values)))] if values else float("nan")
+
+
+def bench_consortium(rows: list[Row], work: Path, count: int, latency_s: float) -> None:
+    from client import devnet
+
+    root = work / "consortium"
+    devnet.create(root, 4)
+    started = devnet.start(root)
+    try:
+        urls = [url for _, url, _ in started]
+        issuer = KeyPair.load(root / "issuer.key")
+        authority = KeyPair.load(sorted((root / "authorities").glob("*.key"))[0])
+        registration = SignedRecord.sign(IssuerRegistration(issuer.public_key, "Bench", "MX"), authority)
+        asyncio.run(_submit_all(urls[0], [registration.encoded], 1, 1))
+        all_cores = ed25519_verifications_per_s_all_cores()
+        records = sign_issuances(issuer, 0, count)
+        rate = asyncio.run(_submit_all(urls, records, 2_000, 8))
+        reference = all_cores / 4
+        rows.append(Row(f"committed records/s at saturation, 4 authorities ({count:,})", f"{rate:,.0f}",
+                        f"{all_cores:,.0f} verifications/s all cores / 4 = {reference:,.0f}", ">= 50%", rate >= 0.5 * reference))
+        light = max(1.0, 0.1 * rate)
+        singles = sign_issuances(issuer, count, int(light * latency_s))
+        latencies = asyncio.run(_latencies(urls, singles, light))
+        p50, p99 = _percentile(latencies, 0.5) * 1000, _percentile(latencies, 0.99) * 1000
+        rows.append(Row(f"commit latency at 10% of saturation ({light:,.0f} records/s), p50 / p99",
+                        f"{p50:,.0f} / {p99:,.0f} ms", f"{len(latencies)} single-record submissions",
+                        "<= 50 / <= 250 ms", p50 <= 50 and p99 <= 250))
+    finally:
+        devnet.stop(started)
+
+
+def bench_simulation(rows: list[Row], seeds: int) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "simulate"
+    if not script.exists():
+        return
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(script), "--seeds", str(seeds)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    ok = result.returncode == 0
+    rows.append(Row(f"simulated seeds/s ({seeds} seeds, all cores)", f"{seeds / elapsed:,.1f}",
+                    "deterministic cluster simulation", "reported", ok))
+
+
 def render(rows: list[Row]) -> str:
     headers = ("figure", "measured", "measured against", "target", "ok")
     table = [headers] + [(r.figure, r.measured, r.reference, r.target, {True: "yes", False: "NO", None: "-"}[r.ok]) for r in rows]
@@ -367,16 +446,17 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (figures not comparable)")
-    parser.add_argument("--only", choices=["merkle", "submit", "serve"], action="append")
+    parser.add_argument("--only", choices=["merkle", "submit", "serve", "consortium", "simulation"], action="append")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    leaves, big, records, submit_count, seconds = (
-        (50_000, 0, 20_000, 5_000, 1.0) if args.quick else (1_000_000, 10_000_000, 1_000_000, 100_000, 5.0)
+    leaves, big, records, submit_count, seconds, consortium_count, seeds = (
+        (50_000, 0, 20_000, 5_000, 1.0, 4_000, 20) if args.quick
+        else (1_000_000, 10_000_000, 1_000_000, 100_000, 5.0, 40_000, 200)
     )
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lacre-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["merkle", "submit", "serve"])
+    only = set(args.only or ["merkle", "submit", "serve", "consortium", "simulation"])
     rows: list[Row] = []
     try:
         verify_rate = ed25519_verifications_per_s()
@@ -387,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_submit(rows, work, verify_rate, submit_count)
         if "serve" in only:
             bench_serving(rows, work, verify_rate, records, seconds)
+        if "consortium" in only:
+            bench_consortium(rows, work, consortium_count, 5.0 if args.quick else 10.0)
+        if "simulation" in only:
+            bench_simulation(rows, seeds)
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

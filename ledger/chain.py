@@ -300,8 +300,13 @@ class Chain:
         records: Sequence[SignedRecord],
         certificate: CommitCertificate,
         delta: StateDelta,
+        sync: bool = True,
     ) -> None:
         """Durably append a validated block; returns once it is on disk.
+
+        With `sync=False` (bulk catch-up and import of blocks that a quorum
+        already holds) the write may be lost in a crash, but only together
+        with every later one: LevelDB keeps the order of writes.
 
         Preconditions: `header`, `records` and `delta` come from `propose` or
         `validate` at the current head. The certificate is checked here: no
@@ -333,7 +338,7 @@ class Chain:
             batch.put(key, value)
         batch.put(KEY_HEAD, height_key)
         try:
-            self.store.write(batch, sync=True)
+            self.store.write(batch, sync=sync)
         except BaseException:
             # The log already staged the leaves in memory: forget them.
             self.log = MerkleLog(self.store, self.log_size, prefix=MERKLE_PREFIX)
