@@ -268,3 +268,20 @@ def test_equivocation_is_kept_as_evidence_and_garbage_is_dropped(cluster):
     # The others keep committing with f = 1 misbehaving.
     before = _height(cluster, cluster.names[0])
     _wait_height(cluster, cluster.names[:3], before + 2)
+
+
+def test_a_node_with_an_empty_store_catches_up_while_the_others_commit(cluster):
+    import shutil
+
+    newcomer = cluster.names[2]
+    alive = set(cluster.names) - {newcomer}
+    with Load(cluster, alive) as load:
+        _wait_height(cluster, sorted(alive), 5)
+        cluster.nodes[newcomer].kill()
+        shutil.rmtree(cluster.nodes[newcomer].data_dir)
+        cluster.nodes[newcomer].data_dir.mkdir()
+        cluster.nodes[newcomer].start()
+        target = max(_height(cluster, n) for n in alive)
+        _wait_height(cluster, [newcomer], target)
+    cluster.wait_converged(cluster.names)
+    _assert_provable_everywhere(cluster, load.acknowledged)
