@@ -422,6 +422,50 @@ def bench_consortium(rows: list[Row], work: Path, count: int, latency_s: float) 
         devnet.stop(started)
 
 
+def prefill_consortium(root: Path, blocks: int) -> None:
+    """Commit `blocks` blocks of one issuance each into inst-0's store, certified by a quorum."""
+    genesis = Genesis.load(root / "genesis.json")
+    keys = {k.name: k for k in (KeyPair.load(p) for p in (root / "authorities").glob("*.key"))}
+    issuer = KeyPair.load(root / "issuer.key")
+    chain = Chain(LevelDBStore(root / "nodes" / "inst-0" / "data" / "chain.ldb"), genesis)
+    records = [SignedRecord.sign(IssuerRegistration(issuer.public_key, "Bench", "MX"), keys["inst-0"])]
+    records += [SignedRecord.decode(r) for r in sign_issuances(issuer, 0, blocks - 1)]
+    signers = [keys[a.name] for a in genesis.authorities[: genesis.authority_set.quorum]]
+    now_ms = int(time.time() * 1000)
+    for record in records:
+        proposer = chain.authority_set.proposer(chain.height + 1, 0).name
+        proposed = chain.propose([record], proposer, 0, now_ms)
+        header = proposed.header
+        signatures = tuple(precommit(k, header, 0, chain.chain_id, chain.origin) for k in signers)
+        chain.commit(header, proposed.records, CommitCertificate(header.height, 0, header.hash, signatures),
+                     proposed.delta, sync=False)
+    chain.close()
+
+
+def bench_catch_up(rows: list[Row], work: Path, blocks: int) -> None:
+    from client import devnet
+
+    root = work / "catch-up"
+    devnet.create(root, 4)
+    prefill_consortium(root, blocks)
+    for name in ("inst-1", "inst-2"):
+        shutil.copytree(root / "nodes" / "inst-0" / "data", root / "nodes" / name / "data")
+    started = devnet.start(root)
+    try:
+        began = time.perf_counter()
+        url = dict((name, url) for name, url, _ in started)["inst-3"]
+        deadline = time.monotonic() + 1800
+        height = 0
+        while height < blocks and time.monotonic() < deadline:
+            time.sleep(0.5)
+            height = json.loads(_http_get(url + "/v1/status"))["height"]
+        elapsed = time.perf_counter() - began
+    finally:
+        devnet.stop(started)
+    rows.append(Row(f"catch-up of a node {blocks:,} blocks behind", f"{elapsed:,.1f} s",
+                    f"{height / elapsed:,.0f} blocks/s, while the others commit", "reported", height >= blocks))
+
+
 def bench_simulation(rows: list[Row], seeds: int) -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "simulate"
     if not script.exists():
@@ -446,17 +490,17 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (figures not comparable)")
-    parser.add_argument("--only", choices=["merkle", "submit", "serve", "consortium", "simulation"], action="append")
+    parser.add_argument("--only", choices=["merkle", "submit", "serve", "consortium", "catch-up", "simulation"], action="append")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    leaves, big, records, submit_count, seconds, consortium_count, seeds = (
-        (50_000, 0, 20_000, 5_000, 1.0, 4_000, 20) if args.quick
-        else (1_000_000, 10_000_000, 1_000_000, 100_000, 5.0, 40_000, 200)
+    leaves, big, records, submit_count, seconds, consortium_count, seeds, behind = (
+        (50_000, 0, 20_000, 5_000, 1.0, 4_000, 20, 2_000) if args.quick
+        else (1_000_000, 10_000_000, 1_000_000, 100_000, 5.0, 40_000, 200, 100_000)
     )
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lacre-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["merkle", "submit", "serve", "consortium", "simulation"])
+    only = set(args.only or ["merkle", "submit", "serve", "consortium", "catch-up", "simulation"])
     rows: list[Row] = []
     try:
         verify_rate = ed25519_verifications_per_s()
@@ -469,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_serving(rows, work, verify_rate, records, seconds)
         if "consortium" in only:
             bench_consortium(rows, work, consortium_count, 5.0 if args.quick else 10.0)
+        if "catch-up" in only:
+            bench_catch_up(rows, work, behind)
         if "simulation" in only:
             bench_simulation(rows, seeds)
     finally:
