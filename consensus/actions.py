@@ -71,7 +71,10 @@ class BuildProposal:
 class ValidateProposal:
     """Check `message.value` against the chain (`Chain.validate` and the hash and
     checkpoint bindings), then step `ProposalValidated`. The proposal's signature
-    and proposer were already checked. Asked at most once per block hash and height."""
+    and proposer were already checked. The signature covers only the block hash, so
+    a peer can attach another body or checkpoint text: after an invalid answer the
+    same hash may be asked about again with a different value, never while an
+    answer for it is pending, never after a valid one."""
 
     message: ProposalMessage
 

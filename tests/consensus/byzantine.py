@@ -2,7 +2,8 @@
 
 It runs a normal `Machine` (so it still helps liveness some of the time) but
 rewrites what it sends: as proposer it equivocates (one block to each half of
-the cluster, sometimes an invalid one), it double-votes (a conflicting vote to
+the cluster, sometimes an invalid one for another height), puts replayed or
+repeated records in the blocks it proposes, it double-votes (a conflicting vote to
 half the cluster), and on its own clock it replays old messages, sends
 garbage bytes, corrupts real messages and signs messages for other chains,
 heights and rounds. It signs only with its own key.
@@ -87,13 +88,26 @@ class Byzantine:
         """A different block to each half (the second sometimes invalid)."""
         proposal = action.message.proposal
         other_height = proposal.height if self.rng.random() < 0.8 else proposal.height + 1
-        other = sim_app.make_value(other_height, self.rng.randbytes(16))
+        other = sim_app.make_value(other_height, self.rng.randbytes(16), self.tamper_records(sim_app.records_of(action.message.value) or ()))
         first_half, second_half = self.halves()
         conflicting = self.sign_proposal(proposal, other)
         for data in (action.data, conflicting):  # validity checks what right proposers proposed
             self.simulation.invariants.on_broadcast(self.node.name, decode_message(data)[1], honest=False)
         self.send_to(first_half, action.data)
         self.send_to(second_half, conflicting)
+
+    def tamper_records(self, records) -> list[bytes]:
+        """The records it puts in a block it proposes: `records` reordered, and
+        sometimes a committed one replayed or one repeated (either makes the block invalid)."""
+        rng = self.simulation.record_rng
+        records = list(records)
+        rng.shuffle(records)
+        choice = rng.randrange(4)
+        if choice == 0 and self.node.positions:
+            records.append(rng.choice(sorted(self.node.positions)))
+        elif choice == 1 and records:
+            records.append(rng.choice(records))
+        return records
 
     def double_vote(self, action: Broadcast) -> None:
         """The real vote to one half, a conflicting one to the other."""

@@ -29,6 +29,8 @@ class Invariants:
         self.durable_height: dict[str, int] = {}
         self.finalized: dict[str, int] = {}               # node -> highest committed height ever seen
         self.proposed: set[tuple[int, bytes]] = set()     # (height, hash) proposed by the right proposer
+        self.record_positions: dict[bytes, tuple[int, int]] = {}  # record -> (height, index) honest nodes committed it at
+        self.acknowledged: dict[bytes, tuple[int, int]] = {}      # acknowledged record -> its (height, index)
         self.evidence_count = 0
 
     def on_persist(self, node: str, state: SignedState) -> None:
@@ -52,14 +54,39 @@ class Invariants:
         first = self.committed.setdefault(height, value.block_hash)
         if first != value.block_hash:
             raise InvariantViolation(f"agreement: {node} committed another block at height {height}")
-        if not sim_app.is_valid(height, value):
+        records = sim_app.records_of(value)
+        if not sim_app.is_valid(height, value) or records is None:
             raise InvariantViolation(f"validity: {node} committed an invalid value at height {height}")
+        for index, record in enumerate(records):
+            position = self.record_positions.setdefault(record, (height, index))
+            if position != (height, index):
+                raise InvariantViolation(
+                    f"exactly once: {node} committed record {record!r} at {(height, index)}, already at {position}")
         if (height, value.block_hash) not in self.proposed:
             raise InvariantViolation(f"validity: {node} committed a value no right proposer proposed at {height}")
         problem = sim_app.certificate_problem(certificate, value, self.authorities)
         if problem is not None or certificate.height != height:
             raise InvariantViolation(f"certificate at height {height} by {node}: {problem or 'wrong height'}")
         self.on_finalized(node, height)
+
+    def on_acknowledge(self, node: str, record: bytes) -> None:
+        """`node` acknowledged `record` to a client: it committed it (on_commit saw it first)."""
+        position = self.record_positions.get(record)
+        if position is None:
+            raise InvariantViolation(f"acknowledged: {node} acknowledged {record!r}, which no honest node committed")
+        self.acknowledged.setdefault(record, position)
+
+    def check_acknowledged(self, logs: dict[str, list[Value]]) -> None:
+        """Every acknowledged record is at its (height, index) on every honest log that reached the height.
+
+        That it appears nowhere else was checked block by block in `on_commit`."""
+        for record, (height, index) in self.acknowledged.items():
+            for node, log in logs.items():
+                if len(log) < height:
+                    continue
+                records = sim_app.records_of(log[height - 1]) or ()
+                if index >= len(records) or records[index] != record:
+                    raise InvariantViolation(f"acknowledged record {record!r} is not at {(height, index)} on {node}")
 
     def on_finalized(self, node: str, height: int) -> None:
         previous = self.finalized.get(node, 0)

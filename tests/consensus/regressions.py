@@ -13,6 +13,12 @@ REGRESSION_SEEDS: list[tuple[int, int, str]] = [
     (10, 6_000, "an equivocator's first vote hid a polka forever: count each authority once per hash, relay the validValue polka"),
     (25, 6_000, "catch-up kept asking a peer that was down: ask the peer ahead we heard from last"),
     (23, 6_000, "a restarted locked proposer could not show the polka of its valid round: persist the polka with the lock"),
+    # Since the Byzantine authority tampers with records, 10526 no longer commits
+    # a block from its second proposal, so it no longer reaches that checker
+    # path (re-found with the check removed: not in seeds 0-400 short, 10000-10690).
+    # TODO: re-find a seed that does, or pin it as a scenario.
     (10526, 6_000, "checker bug: the Byzantine proposer's equivocating proposals were not seen by the validity check"),
     (37, 6_000, "n=7 with two down stalled until catch-up asked a live peer"),
+    (30947, 6_000, "a proposal copy with a corrupted checkpoint text (unsigned) was trusted under an already valid "
+                   "hash: honest authorities cosigned and committed the wrong text; validate values, not hashes"),
 ]

@@ -1,16 +1,23 @@
 """A tiny interpreter for etcd-style consensus scenarios (testdata/*.txt).
 
 Each block is a command, a line `----`, and the expected output, blocks
-separated by a blank line. Messages are held in flight until `deliver`, so a
+separated by a blank line; lines before the command that start with `#` are
+comments. Messages are held in flight until `deliver`, so a
 scenario fixes the interleaving exactly. Commands:
 
     cluster n=N                  N machines inst-0..inst-(N-1), started; their first messages in flight
-    deliver [from=A] [to=B]      deliver in-flight messages (matching), and what they cause, until none match
-    drop [from=A] [to=B]         discard in-flight messages
+    deliver [FILTER]             deliver in-flight messages (matching), and what they cause, until none match
+    drop [FILTER]                discard in-flight messages
+    equivocate A to=B,C          A signs a second, different proposal for its current (height, round)
+                                 (another valid block, same valid round) and puts it in flight to B and C
     timeout A KIND               fire A's KIND timeout (propose, prevote, precommit) for its current round
     apply                        every machine that committed moves to the next height (BlockApplied)
     crash A / restart A          lose A's memory / rebuild it from its persisted SignedState and log
     status                       height, round, step and lock of every machine
+    commits                      per height, each distinct block committed and by whom
+
+FILTER is any of from=A, to=B, kind=proposal|prevote|precommit, round=R; a
+message matches when it matches every one given.
 
 Output lines name what machines did: signed statements, commits, evidence.
 Block hashes print as the first 4 hex digits.
@@ -21,8 +28,9 @@ from __future__ import annotations
 from consensus.actions import Broadcast, BuildProposal, Commit, PersistSigned, RecordEvidence, ValidateProposal
 from consensus.events import BlockApplied, MessageReceived, ProposalBodyReady, ProposalValidated, Start, TimeoutFired, TimeoutKind
 from consensus.machine import Machine
-from consensus.messages import ProposalMessage, Vote
+from consensus.messages import Proposal, ProposalMessage, Vote, decode_message, encode_message
 from consensus.signed_state import SignedState
+from ledger import crypto
 
 from tests.consensus import sim_app
 
@@ -36,13 +44,14 @@ class Scenario:
         self.machines: dict[str, Machine | None] = {}
         self.disk: dict[str, bytes] = {}
         self.logs: dict[str, int] = {}
-        self.in_flight: list[tuple[str, str, bytes]] = []
+        self.in_flight: list[tuple[str, str, bytes]] = []  # (sender, receiver, wire bytes)
+        self.committed: dict[int, dict[bytes, list[str]]] = {}  # height -> block hash -> committers
         self.output: list[str] = []
         self.n = 0
 
     def run(self, command: str) -> str:
         self.output = []
-        words = command.split()
+        words = " ".join(line for line in command.splitlines() if not line.lstrip().startswith("#")).split()
         options = dict(word.split("=", 1) for word in words[1:] if "=" in word)
         positional = [word for word in words[1:] if "=" not in word]
         getattr(self, "do_" + words[0])(options, positional)
@@ -82,6 +91,7 @@ class Scenario:
                     self.output.append(f"{name}: commit h={action.height} {_short(action.value.block_hash)} "
                                        f"round={action.certificate.round} signatures={len(action.certificate.signatures)}")
                     self.logs[name] = action.height  # BlockApplied waits for `apply`, so `deliver` ends
+                    self.committed.setdefault(action.height, {}).setdefault(action.value.block_hash, []).append(name)
                 elif isinstance(action, RecordEvidence):
                     self.output.append(f"{name}: evidence against {action.evidence.authority} h={action.evidence.height} r={action.evidence.round}")
 
@@ -94,7 +104,8 @@ class Scenario:
             self.step(name, Start())
 
     def _matching(self, options: dict) -> list[tuple[str, str, bytes]]:
-        return [m for m in self.in_flight if options.get("from", m[0]) == m[0] and options.get("to", m[1]) == m[1]]
+        return [m for m in self.in_flight if options.get("from", m[0]) == m[0] and options.get("to", m[1]) == m[1]
+                and all(options.get(key, value) == value for key, value in _describe(m[2]).items())]
 
     def do_deliver(self, options: dict, positional: list) -> None:
         while matching := self._matching(options):
@@ -106,6 +117,21 @@ class Scenario:
     def do_drop(self, options: dict, positional: list) -> None:
         for message in self._matching(options):
             self.in_flight.remove(message)
+
+    def do_equivocate(self, options: dict, positional: list) -> None:
+        name, = positional
+        machine = self.machines[name]
+        first = machine.signed_state.find(machine.round, "proposal")
+        if first is None:
+            raise ValueError(f"{name} has not proposed at h={machine.height} r={machine.round}")
+        value = sim_app.make_value(machine.height, f"{name} r{machine.round} equivocation".encode())
+        signer = sim_app.StandInSigner(name)
+        unsigned = Proposal(first.height, first.round, first.valid_round, value.block_hash, name, bytes(64))
+        signature = signer.sign(crypto.VOTE_CONTEXT, unsigned.signed_bytes(sim_app.CHAIN_ID))
+        proposal = Proposal(first.height, first.round, first.valid_round, value.block_hash, name, signature)
+        data = encode_message(sim_app.CHAIN_ID, ProposalMessage(proposal, value))
+        self.output.append(f"{name}: equivocate h={first.height} r={first.round} {_short(value.block_hash)} valid_round={first.valid_round}")
+        self.in_flight += [(name, receiver, data) for receiver in options["to"].split(",")]
 
     def do_timeout(self, options: dict, positional: list) -> None:
         name, kind = positional
@@ -131,3 +157,16 @@ class Scenario:
             else:
                 locked_round, locked_hash = machine.locked
                 self.output.append(f"{name}: h={machine.height} r={machine.round} {machine.step_name} locked={locked_round}:{_short(locked_hash)}")
+
+    def do_commits(self, options: dict, positional: list) -> None:
+        for height in sorted(self.committed):
+            for block_hash, names in self.committed[height].items():
+                self.output.append(f"h={height} {_short(block_hash)}: {' '.join(sorted(names))}")
+
+
+def _describe(data: bytes) -> dict[str, str]:
+    """The filterable fields of wire bytes: kind and round."""
+    message = decode_message(data)[1]
+    if isinstance(message, ProposalMessage):
+        return {"kind": "proposal", "round": str(message.proposal.round)}
+    return {"kind": message.kind.value, "round": str(message.round)}

@@ -14,6 +14,15 @@ crashed authorities restart except at most f (counting the Byzantine one),
 and every honest running authority must commit `liveness_heights` more
 heights before a deadline derived from the timeouts (a bounded number of
 rounds per height).
+
+Throughout, clients submit records (small byte strings) to random
+authorities, and resubmit to another one when not acknowledged in time. An
+authority keeps them in a mempool it loses when it crashes and puts them in
+the blocks it proposes; a record is acknowledged when an honest authority it
+was submitted to commits it. Every acknowledged record must appear exactly
+once, at the same (height, index), on every honest authority that reached
+that height. Clients draw from their own generator, so adding them did not
+change which faults a seed picks.
 """
 
 from __future__ import annotations
@@ -44,6 +53,10 @@ SIM_TIMEOUTS = Timeouts(
 )
 CLUSTER_SIZES = (1, 2, 3, 4, 4, 4, 4, 4, 5, 6, 7)
 SYNC_BLOCKS_MAX = 64
+RECORD_INTERVAL_MEAN_MS = 40
+RECORD_RETRY_MS = 1_500
+RECORD_ATTEMPTS_MAX = 3
+RECORDS_PER_BLOCK_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,8 @@ class Node:
     machine: Machine | None = None
     disk_signed: bytes | None = None                      # durable PersistSigned bytes
     log: list[tuple[Value, CommitCertificate]] = field(default_factory=list)  # durable committed blocks
+    positions: dict[bytes, tuple[int, int]] = field(default_factory=dict)   # record -> (height, index), from the log
+    mempool: list[bytes] = field(default_factory=list)                       # submitted, not committed; lost on a crash
 
 
 @dataclass(slots=True)
@@ -108,6 +123,7 @@ class Result:
     time_ms: int
     deliveries: int
     evidence: int
+    acknowledged: int
 
     @property
     def replay(self) -> str:
@@ -134,6 +150,9 @@ class Simulation:
         self.healed = False
         self.drop_probability = o.drop_probability
         self.deliveries = 0
+        self.record_rng = random.Random(f"records {seed}")  # clients and forged record lists; apart from `rng`
+        self.records_created = 0
+        self.submitted_to: dict[bytes, set[int]] = {}  # record -> nodes that accepted it
 
     # -- the event queue -------------------------------------------------------
 
@@ -171,7 +190,7 @@ class Simulation:
             failure = str(violation)
         return Result(
             self.seed, self.options, failure, [len(node.log) for node in self.nodes],
-            self.now_ms, self.deliveries, self.invariants.evidence_count,
+            self.now_ms, self.deliveries, self.invariants.evidence_count, len(self.invariants.acknowledged),
         )
 
     def _run(self) -> None:
@@ -185,6 +204,7 @@ class Simulation:
         if self.byzantine is not None:
             self.schedule(50, ("mischief",))
         self.schedule(o.fault_phase_ms, ("heal",))
+        self.schedule(int(self.record_rng.expovariate(1 / RECORD_INTERVAL_MEAN_MS)), ("new record",))
         deadline_ms = o.fault_phase_ms + self.liveness_budget_ms()
         target = None
         while self._queue:
@@ -193,6 +213,7 @@ class Simulation:
             if self.healed and target is None:
                 target = max(len(node.log) for node in self.honest()) + o.liveness_heights
             if target is not None and all(len(node.log) >= target for node in self.honest() if node.up):
+                self.invariants.check_acknowledged({node.name: [value for value, _ in node.log] for node in self.honest()})
                 return
             if time_ms > deadline_ms:
                 heights = {node.name: len(node.log) for node in self.honest() if node.up}
@@ -235,6 +256,26 @@ class Simulation:
             self.schedule(self.rng.randint(20, 200), ("mischief",))
         elif kind == "heal":
             self.heal()
+        elif kind == "new record":
+            self.records_created += 1
+            self.submit(b"record %d" % self.records_created, 1)
+            self.schedule(int(self.record_rng.expovariate(1 / RECORD_INTERVAL_MEAN_MS)), ("new record",))
+        elif kind == "resubmit":
+            _, record, attempt = event
+            if record not in self.invariants.acknowledged:
+                self.submit(record, attempt)
+
+    # -- clients ---------------------------------------------------------------
+
+    def submit(self, record: bytes, attempt: int) -> None:
+        """A client hands `record` to a random authority; if it is down, the attempt is lost."""
+        node = self.record_rng.choice(self.nodes)
+        if node.up:
+            self.submitted_to.setdefault(record, set()).add(node.index)
+            if record not in node.positions and record not in node.mempool:
+                node.mempool.append(record)
+        if attempt < RECORD_ATTEMPTS_MAX:
+            self.schedule(RECORD_RETRY_MS, ("resubmit", record, attempt + 1))
 
     # -- faults ----------------------------------------------------------------
 
@@ -259,6 +300,7 @@ class Simulation:
         """Lose everything but the disk; restart later (unless kept down after healing)."""
         node.up = False
         node.machine = None
+        node.mempool = []
         node.incarnation += 1
         if not self.healed:
             self.schedule(self.rng.randint(50, 2_000), ("restart", node.index))
@@ -315,12 +357,12 @@ class Simulation:
             height = from_height + offset
             if height != len(node.log) + 1:
                 continue
-            if certificate.height != height or not sim_app.is_valid(height, value):
+            if certificate.height != height or not sim_app.is_valid(height, value, node.positions):
                 return
             if sim_app.certificate_problem(certificate, value, self.authorities) is not None:
                 return
             self.invariants.on_commit(node.name, height, value, certificate)
-            node.log.append((value, certificate))
+            self.append_block(node, value, certificate)
             applied = height
         if applied:
             self.step(node, BlockApplied(applied))
@@ -354,17 +396,21 @@ class Simulation:
             event = TimeoutFired(action.height, action.round, action.kind)
             self.schedule(action.duration_ms, ("step", node.index, node.incarnation, event))
         elif isinstance(action, BuildProposal):
-            value = sim_app.make_value(action.height, self.rng.randbytes(16))
+            records = [record for record in node.mempool if record not in node.positions][:RECORDS_PER_BLOCK_MAX]
+            if node.byzantine and self.byzantine is not None:
+                records = self.byzantine.tamper_records(records)
+            value = sim_app.make_value(action.height, self.rng.randbytes(16), records)
             event = ProposalBodyReady(action.height, action.round, value)
             self.schedule(self.rng.randint(0, 3), ("step", node.index, node.incarnation, event))
         elif isinstance(action, ValidateProposal):
             height = action.message.height
-            event = ProposalValidated(height, action.message.value.block_hash, sim_app.is_valid(height, action.message.value))
+            valid = sim_app.is_valid(height, action.message.value, node.positions)
+            event = ProposalValidated(height, action.message.value.block_hash, valid)
             self.schedule(self.rng.randint(0, 3), ("step", node.index, node.incarnation, event))
         elif isinstance(action, Commit):
             if not node.byzantine:
                 self.invariants.on_commit(node.name, action.height, action.value, action.certificate)
-            node.log.append((action.value, action.certificate))
+            self.append_block(node, action.value, action.certificate)
             self.schedule(0, ("step", node.index, node.incarnation, BlockApplied(action.height)))
         elif isinstance(action, RecordEvidence):
             if not node.byzantine:
@@ -374,6 +420,20 @@ class Simulation:
             self.send(node.index, peer, ("sync request", node.index, len(node.log) + 1))
         elif isinstance(action, Dropped):
             pass
+
+
+    def append_block(self, node: Node, value: Value, certificate: CommitCertificate) -> None:
+        """Apply a committed block durably; acknowledge the records submitted to this node."""
+        node.log.append((value, certificate))
+        height = len(node.log)
+        records = sim_app.records_of(value) or ()
+        for index, record in enumerate(records):
+            node.positions[record] = (height, index)
+            if not node.byzantine and node.index in self.submitted_to.get(record, ()):
+                self.invariants.on_acknowledge(node.name, record)
+        if records:
+            committed = set(records)
+            node.mempool = [record for record in node.mempool if record not in committed]
 
 
 def run_seed(seed: int, fault_phase_ms_max: int = 6_000) -> Result:

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.seed is not None:
         result = run_seed(arguments.seed, arguments.fault_phase_ms_max)
         print(f"seed {result.seed}: {result.options.describe()}")
-        print(f"heights {result.heights} after {result.time_ms} ms virtual, {result.deliveries} deliveries, {result.evidence} evidence")
+        print(f"heights {result.heights} after {result.time_ms} ms virtual, {result.deliveries} deliveries, "
+              f"{result.evidence} evidence, {result.acknowledged} records acknowledged")
         print("FAIL: " + result.failure if result.failure else "ok")
         return 1 if result.failure else 0
     start = time.monotonic()

@@ -151,3 +151,25 @@ def test_block_applied_by_catch_up_moves_to_the_next_height() -> None:
     actions = node.step(BlockApplied(5))
     assert node.height == 6 and node.round == 0
     assert any(isinstance(a, BuildProposal) for a in actions) == (AUTHORITIES.proposer(6, 0).name == "inst-0")
+
+
+def test_a_body_swapped_under_a_signed_proposal_is_neither_trusted_nor_fatal() -> None:
+    """The proposal signs only the block hash. A copy whose checkpoint text was
+    altered is found invalid (the round prevotes nil), but the genuine copy is
+    still validated, and a later altered copy takes the validated value instead
+    of being trusted under the hash (simulator seed 30947)."""
+    proposer, voter = machine(1), machine(0)
+    proposer.step(Start())
+    actions = proposer.step(ProposalBodyReady(1, 0, value_of(header(1, KEYS[1].name))))
+    proposal = next(a.message for a in actions if isinstance(a, Broadcast) and not isinstance(a.message, Vote))
+    value = proposal.value
+    forged = type(proposal)(proposal.proposal, Value(value.block_hash, value.body, value.checkpoint_text + "x"))
+    voter.step(Start())
+    asked = [a for a in voter.step(MessageReceived(encode_message(CHAIN, forged))) if isinstance(a, ValidateProposal)]
+    assert [a.message.value for a in asked] == [forged.value]
+    prevotes = [a.message for a in voter.step(ProposalValidated(1, value.block_hash, False)) if isinstance(a, Broadcast)]
+    assert [(v.kind, v.block_hash) for v in prevotes] == [(VoteKind.PREVOTE, b"")]  # this round: valid(v) was false
+    asked = [a for a in voter.step(MessageReceived(encode_message(CHAIN, proposal))) if isinstance(a, ValidateProposal)]
+    assert [a.message.value for a in asked] == [value]
+    voter.step(ProposalValidated(1, value.block_hash, True))
+    assert not any(isinstance(a, ValidateProposal) for a in voter.step(MessageReceived(encode_message(CHAIN, forged))))
