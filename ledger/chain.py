@@ -18,7 +18,7 @@ Key layout (heights and leaf indexes are 8-byte big-endian):
     b + height            {"header", "certificate"} of a block
     r + leaf index        record bytes (the leaf data)
     x + record hash       leaf index + block height
-    t + level + index     Merkle subtree hashes (ledger.merkle_log)
+    t + ...               Merkle tiles (ledger.merkle_log, ledger.merkle_tiles)
     si / sc + key         state entries (ledger.state)
 """
 
@@ -133,11 +133,10 @@ class Chain:
         self.state = StoreStateView(store)
 
     def log_node(self, level: int, index: int) -> bytes:
-        key = MERKLE_PREFIX + bytes([level]) + _u64(index)
-        value = self.store.get(key)
-        if value is None:
-            raise CorruptStoreError(f"Merkle node {level}/{index} missing")
-        return value
+        try:
+            return self.log.node(level, index)
+        except (MerkleLogError, MissingNodeError) as error:
+            raise CorruptStoreError(f"Merkle node {level}/{index}: {error}") from None
 
     # -- reading ---------------------------------------------------------
 

@@ -85,7 +85,7 @@ DAMAGE = {
     "head points past the chain": lambda b: b.put(KEY_HEAD, (7).to_bytes(8, "big")),
     "head pointer truncated": lambda b: b.put(KEY_HEAD, b"\x00"),
     "block beyond the head": lambda b: b.put(KEY_HEAD, (1).to_bytes(8, "big")),
-    "merkle node missing": lambda b: b.delete(b"t" + bytes([1]) + (0).to_bytes(8, "big")),
+    "merkle tile missing": lambda b: b.delete(b"t" + bytes([8, 0]) + (0).to_bytes(8, "big")),
     "last record missing": lambda b: b.delete(b"r" + (2).to_bytes(8, "big")),
 }
 
