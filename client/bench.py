@@ -27,7 +27,7 @@ from pathlib import Path
 import aiohttp
 import nacl.signing
 
-from client.verify import verify_receipt
+from client.verify import ReceiptVerifier, verify_receipt
 from ledger.block import CommitCertificate, precommit
 from ledger.chain import Chain
 from ledger.crypto import KeyPair
@@ -307,14 +307,16 @@ def bench_serving(rows: list[Row], work: Path, verify_rate: float, records: int,
         trivial = asyncio.run(_get_rate(node.url, ["/healthz"], seconds))
         proofs = asyncio.run(_get_rate(node.url, [f"/v1/proofs/inclusion?hash={h}" for h in hashes], seconds))
         rss = node.rss_mb()
-        receipt_rate, sigs = _receipt_rate(node.url, site, verify_rate)
+        cold_rate, cohort_rate, sigs = _receipt_rate(node.url, site, verify_rate)
     finally:
         node.stop()
     rows.append(Row(f"inclusion proofs served/s over HTTP, {records:,} records", f"{proofs:,.0f}",
                     f"{trivial:,.0f} trivial GET/s", ">= 25%", proofs >= 0.25 * trivial))
     reference = verify_rate / sigs
-    rows.append(Row("receipts verified offline/s", f"{receipt_rate:,.0f}",
-                    f"{reference:,.0f} = verifications/s / {sigs} signatures", ">= 80%", receipt_rate >= 0.8 * reference))
+    rows.append(Row("receipts verified offline/s, one at a time from scratch", f"{cold_rate:,.0f}",
+                    f"{reference:,.0f} = verifications/s / {sigs} signatures", ">= 80%", cold_rate >= 0.8 * reference))
+    rows.append(Row("receipts verified offline/s, a cohort under one checkpoint", f"{cohort_rate:,.0f}",
+                    f"{reference:,.0f} = verifications/s / {sigs} signatures", ">= 80%", cohort_rate >= 0.8 * reference))
     restart = NodeRun(site)
     restart_s = restart.ready_s
     restart_rss = restart.rss_mb()
@@ -342,19 +344,31 @@ def _sample_hashes(site: Site, count: int) -> list[str]:
     return hashes
 
 
-def _receipt_rate(url: str, site: Site, verify_rate: float) -> tuple[float, int]:
-    credential_id = hashlib.sha256(b"bench %d" % 12345).digest()
-    receipt = json.loads(_http_get(f"{url}/v1/receipts/{credential_id.hex()}"))
+def _receipt_rate(url: str, site: Site, verify_rate: float) -> tuple[float, float, int]:
+    """(cold receipts/s, cohort receipts/s, signatures per receipt).
+
+    Cold: each receipt checked from scratch, every signature verified.
+    Cohort: distinct receipts under one checkpoint and one issuer, checked by
+    one ReceiptVerifier, as a verifier checking a graduating class does.
+    """
+    ids = [hashlib.sha256(b"bench %d" % i).digest() for i in range(0, 20_000, 10)]
+    receipts = [json.loads(_http_get(f"{url}/v1/receipts/{cid.hex()}")) for cid in ids]
     trust = Trust.from_genesis(site.genesis, {})
-    assert verify_receipt(receipt, trust, credential_id).ok
+    assert all(verify_receipt(r, trust, cid).ok for r, cid in zip(receipts, ids))
     # issuance record + issuer registration + one cosignature per authority
     signatures = 2 + len(site.genesis.authorities)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < 2.0:
-        for _ in range(50):
-            verify_receipt(receipt, trust, credential_id)
+        for receipt, cid in zip(receipts[:50], ids[:50]):
+            verify_receipt(receipt, trust, cid)
         count += 50
-    return _rate(count, time.perf_counter() - started), signatures
+    cold = _rate(count, time.perf_counter() - started)
+    verifier = ReceiptVerifier(trust)
+    started = time.perf_counter()
+    for receipt, cid in zip(receipts, ids):
+        assert verifier.verify(receipt, cid).ok
+    cohort = _rate(len(receipts), time.perf_counter() - started)
+    return cold, cohort, signatures
 
 
 def _verify_rate_one(_: int) -> float:

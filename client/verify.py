@@ -104,21 +104,86 @@ def _utc(seconds: int) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+class ReceiptVerifier:
+    """Verifies many receipts against one trust file, remembering what it proved.
+
+    Receipts of one cohort share a checkpoint and an issuer registration:
+    once a checkpoint note verified with a quorum, or a record's signature
+    verified, the identical bytes need not be checked again. Only successes
+    are remembered, keyed by the exact bytes, so a cache hit proves as much
+    as the check it replaces. Memory is bounded by `remembered_max`.
+    """
+
+    def __init__(self, trust: Trust, now_s: int | None = None, remembered_max: int = 100_000) -> None:
+        self.trust = trust
+        self.now_s = now_s
+        self._remembered_max = remembered_max
+        self._checkpoints: dict[str, tuple[Checkpoint, tuple]] = {}
+        self._signed: set[bytes] = set()
+        self._decoded: dict[bytes, SignedRecord] = {}
+        self._included: set[tuple] = set()
+
+    def verify(self, receipt: dict, credential_id: bytes | None = None) -> Verification:
+        """Check one receipt; never raises on bad input (every problem is a failed check)."""
+        result = Verification()
+        try:
+            _verify(receipt, self.trust, credential_id, self.now_s, result, self)
+        except _Stop:
+            pass
+        return result
+
+    def checkpoint(self, note: str) -> tuple[Checkpoint, tuple]:
+        known = self._checkpoints.get(note)
+        if known is None:
+            trust = self.trust
+            known = verify_checkpoint(note, trust.verifiers, trust.quorum, origin=trust.origin)
+            if len(self._checkpoints) >= self._remembered_max:
+                self._checkpoints.clear()
+            self._checkpoints[note] = known
+        return known
+
+    def decode(self, data: bytes) -> SignedRecord:
+        """Decode a record, remembering shared ones (an issuer's registration)."""
+        record = self._decoded.get(data)
+        if record is None:
+            record = SignedRecord.decode(data)
+            if len(self._decoded) >= self._remembered_max:
+                self._decoded.clear()
+            self._decoded[data] = record
+        return record
+
+    def included(self, data: bytes, index: int, tree_size: int, path: list[bytes], root: bytes) -> None:
+        """verify_inclusion of record `data`, remembering successes; raises ProofError."""
+        key = (data, index, tree_size, b"".join(path), root)
+        if key in self._included:
+            return
+        verify_inclusion(leaf_hash(data), index, tree_size, path, root)
+        if len(self._included) >= self._remembered_max:
+            self._included.clear()
+        self._included.add(key)
+
+    def signed(self, record: SignedRecord) -> bool:
+        if record.encoded in self._signed:
+            return True
+        try:
+            record.verify()
+        except crypto.SignatureError:
+            return False
+        if len(self._signed) >= self._remembered_max:
+            self._signed.clear()
+        self._signed.add(record.encoded)
+        return True
+
+
 def verify_receipt(
     receipt: dict, trust: Trust, credential_id: bytes | None = None, now_s: int | None = None
 ) -> Verification:
     """Check `receipt` against `trust`; with `credential_id`, also that it is this credential's.
 
     With `now_s` (unix seconds), an expiring credential is also checked for expiry.
-
     Never raises on bad input: every problem becomes a failed check.
     """
-    result = Verification()
-    try:
-        _verify(receipt, trust, credential_id, now_s, result)
-    except _Stop:
-        pass
-    return result
+    return ReceiptVerifier(trust, now_s).verify(receipt, credential_id)
 
 
 def _need(result: Verification, name: str, ok: bool, detail_ok: str, detail_bad: str) -> None:
@@ -127,7 +192,8 @@ def _need(result: Verification, name: str, ok: bool, detail_ok: str, detail_bad:
 
 
 def _verify(
-    receipt: dict, trust: Trust, credential_id: bytes | None, now_s: int | None, result: Verification
+    receipt: dict, trust: Trust, credential_id: bytes | None, now_s: int | None, result: Verification,
+    verifier: ReceiptVerifier,
 ) -> None:
     # 1. The receipt parses.
     try:
@@ -177,16 +243,12 @@ def _verify(
     )
     assert isinstance(body, CredentialIssuance)
     result.issued_at, result.expires_at = body.issued_at, body.expires_at
-    try:
-        record.verify()
-        signed = True
-    except crypto.SignatureError:
-        signed = False
+    signed = verifier.signed(record)
     _need(result, "issuance-signature", signed, f"signed by issuer key {record.signer.hex()}", "issuer signature does not verify")
 
     # 4. The checkpoint: origin, quorum of cosignatures from the trust file.
     try:
-        checkpoint, signatures = verify_checkpoint(note, trust.verifiers, trust.quorum, origin=trust.origin)
+        checkpoint, signatures = verifier.checkpoint(note)
     except (NoteError, CheckpointError) as error:
         _need(result, "checkpoint-cosigned", False, "", str(error))
         return
@@ -212,19 +274,15 @@ def _verify(
 
     # 6. The issuer key was registered by an authority, in the same tree, earlier.
     try:
-        registration = SignedRecord.decode(issuer_bytes)
+        registration = verifier.decode(issuer_bytes)
     except RecordError as error:
         _need(result, "issuer-registered", False, "", f"issuer record does not decode: {error}")
         return
     reg = registration.body
     authority = next((a for a in trust.authorities if a.verifier.public_key == registration.signer), None)
+    reg_signed = verifier.signed(registration)
     try:
-        registration.verify()
-        reg_signed = True
-    except crypto.SignatureError:
-        reg_signed = False
-    try:
-        verify_inclusion(leaf_hash(issuer_bytes), issuer_index, tree_size, issuer_path, checkpoint.root_hash)
+        verifier.included(issuer_bytes, issuer_index, tree_size, issuer_path, checkpoint.root_hash)
         reg_included = True
     except ProofError:
         reg_included = False

@@ -135,3 +135,19 @@ def test_expired_credential_fails_when_a_clock_is_given():
     assert verify_receipt(receipt, TRUST, now_s=150).ok
     late = verify_receipt(receipt, TRUST, now_s=250)
     assert [c.name for c in late.checks if not c.ok] == ["not-expired"]
+
+
+def test_a_verifier_that_remembers_still_fails_every_tampering():
+    from client.verify import ReceiptVerifier
+
+    verifier = ReceiptVerifier(TRUST)
+    assert verifier.verify(RECEIPT, CREDENTIAL_ID).ok
+    for tamper, failing_check in TAMPERING.values():
+        receipt = copy.deepcopy(RECEIPT)
+        tamper(receipt)
+        result = verifier.verify(receipt, CREDENTIAL_ID)
+        assert [c.name for c in result.checks if not c.ok] == [failing_check]
+    # and the good receipt, and its cohort, still pass afterwards
+    assert verifier.verify(RECEIPT, CREDENTIAL_ID).ok
+    other = json.loads(json.dumps(build_receipt(CHAIN, C.issuance(7).body.credential_id)))
+    assert verifier.verify(other, C.issuance(7).body.credential_id).ok
