@@ -37,8 +37,10 @@ class Broadcast:
     """Send `data` (the canonical encoding of `message`) to every other authority.
 
     Only after every earlier `PersistSigned` of the batch is durable. Delivery
-    may be lossy: the machine retransmits its own messages on its
-    RETRANSMIT timeout, so the transport need not buffer across reconnects.
+    may be lossy: on its RETRANSMIT timeout the machine re-sends its own
+    messages and relays the others' it holds of the current and previous round
+    (`Machine._retransmit`), so the transport need not buffer across reconnects.
+    `message` may be another authority's statement (a relay).
     """
 
     message: Message

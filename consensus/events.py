@@ -17,7 +17,7 @@ class TimeoutKind(str, Enum):
     PROPOSE = "propose"
     PREVOTE = "prevote"
     PRECOMMIT = "precommit"
-    RETRANSMIT = "retransmit"  # resend this height's own signed messages
+    RETRANSMIT = "retransmit"  # resend own statements, relay others' of recent rounds (Machine._retransmit)
 
 
 @dataclass(frozen=True, slots=True)

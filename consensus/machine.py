@@ -26,9 +26,13 @@ signed before. A machine built from the persisted state therefore never signs
 two statements for one (height, round, kind), and recovers its lock from it.
 
 Liveness over a lossy transport: on every RETRANSMIT timeout the machine
-re-sends its own statements of the current and previous round, its non-nil
-votes of the height and the polka behind its validValue (`_retransmit`), so
-lost messages are eventually replaced once the network heals.
+re-sends its own statements of the current and previous round and its non-nil
+votes of the height, and relays what it holds of the others' that the rest of
+the cluster may need to follow it: the precommits of the previous round, the
+votes and the proposal of the current round, and the polka behind its validValue
+(`_retransmit`). Algorithm 1 assumes gossip (what one honest node received,
+every honest node eventually receives); relaying only once, or not at all,
+breaks that when the message's author crashed after reaching a single node.
 """
 
 from __future__ import annotations
@@ -388,10 +392,26 @@ class Machine:
         return sorted(signatures, key=lambda s: self._authorities.index(s.authority))
 
     def _retransmit(self) -> None:
-        """Re-send own statements that can still matter: everything of the last two
-        rounds, and every non-nil vote (an old polka is what lets a later proposal
-        citing it as valid round be accepted, line 28; an old precommit quorum still
-        decides, line 49)."""
+        """Re-send what the others may still need to make progress (on every RETRANSMIT).
+
+        Own statements that can still matter: everything of the last two rounds,
+        and every non-nil vote (an old polka is what lets a later proposal citing
+        it as valid round be accepted, line 28; an old precommit quorum still
+        decides, line 49).
+
+        Others' statements, because Algorithm 1 assumes gossip (whatever one honest
+        node received, all eventually receive) and a lossy transport breaks it when
+        the author is down: (1) the precommits held for the previous round, every
+        vote held for the current round, and the current round's proposal. A node
+        is at round r because it held q precommits of r-1 (timeoutPrecommit) or
+        f+1 senders at r (line 55), and at its step because of votes of r;
+        relaying them hands the others the same justification, so they reach r
+        too (seed 31872 stalled: only one node had a crashed node's precommit).
+        (2) The polka behind our validValue, others' prevotes included: a node
+        that missed some cannot accept a proposal citing it (line 28).
+        Bounded: current height, three (round, kind) slots of at most
+        n * (CONFLICTING_HASHES_MAX + proposals) votes each (a precommit once per
+        candidate cosignature), one proposal, one polka."""
         for statement in self._signed.statements:
             recent = statement.round >= self._state.round - 1
             if isinstance(statement, Vote):
@@ -399,15 +419,31 @@ class Machine:
                     self._broadcast(statement)
             elif recent and (own := self._own_proposals.get(statement.round)) is not None:
                 self._broadcast(own)
-        if self._state.valid_value is not None:
-            # Relay the polka behind our validValue, others' prevotes included: a
-            # node that missed some of them cannot accept a proposal citing it.
-            for vote in self._state.votes.votes_for(self._state.valid_round, VoteKind.PREVOTE, self._state.valid_value.block_hash):
-                if vote.authority != self._signer.name:
-                    self._broadcast(vote)
+        self._relay_others()
         self._catch_up_hinted = False
         if self._peers_ahead:  # peers moved on a whole period ago: we missed the decision
             self._hint_catch_up()
+
+    def _relay_others(self) -> None:
+        """Re-send others' precommits of the previous round, their votes of the current
+        round, its proposal, and the polka behind our validValue (see `_retransmit`)."""
+        me, round = self._signer.name, self._state.round
+        slots = [(round - 1, VoteKind.PRECOMMIT)] if round > 0 else []
+        slots += [(round, VoteKind.PREVOTE), (round, VoteKind.PRECOMMIT)]
+        for r, kind in slots:
+            for vote in self._state.votes.relayable(r, kind):
+                if vote.authority != me:
+                    self._broadcast(vote)
+        proposal = self._state.proposals.get(round)
+        if (proposal is not None and proposal.proposal.proposer != me
+                and self._state.validity.get(proposal.proposal.block_hash) is not False):
+            self._broadcast(proposal)
+        if self._state.valid_value is not None and self._state.valid_round != round:
+            # Relay the polka behind our validValue, others' prevotes included: a
+            # node that missed some of them cannot accept a proposal citing it.
+            for vote in self._state.votes.votes_for(self._state.valid_round, VoteKind.PREVOTE, self._state.valid_value.block_hash):
+                if vote.authority != me:
+                    self._broadcast(vote)
 
     def _hint_catch_up(self) -> None:
         """Ask the shell to fetch blocks from the peer ahead of us we heard from last."""

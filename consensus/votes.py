@@ -22,7 +22,7 @@ machine picks one that verifies when it assembles a certificate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from consensus.messages import Vote, VoteKind
@@ -110,6 +110,29 @@ class HeightVotes:
         """The counted votes of `kind` for `block_hash` at `round`, in arrival order."""
         entry = self._slots.get((round, kind))
         return list(entry.voters_by_hash.get(block_hash, {}).values()) if entry else []
+
+    def relayable(self, round: int, kind: VoteKind) -> list[Vote]:
+        """Every vote counted at (`round`, `kind`), for retransmission by a relaying node.
+
+        One entry per authority and hash counted (so at most n * (CONFLICTING_HASHES_MAX
+        + proposals) of them); a non-nil precommit once per candidate cosignature, so a
+        cosignature swapped by a relaying peer cannot hide the authority's own one.
+        """
+        entry = self._slots.get((round, kind))
+        if entry is None:
+            return []
+        relayed = []
+        for block_hash, voters in entry.voters_by_hash.items():
+            for name, vote in voters.items():
+                candidates = entry.checkpoint_candidates.get((name, block_hash))
+                if not candidates:
+                    relayed.append(vote)
+                    continue
+                relayed.extend(
+                    vote if candidate == vote.checkpoint_signature else replace(vote, checkpoint_signature=candidate)
+                    for candidate in candidates
+                )
+        return relayed
 
     def precommits_for(self, round: int, block_hash: bytes) -> list[tuple[Vote, list[bytes]]]:
         """Precommits for `block_hash` at `round` with their candidate cosignatures."""

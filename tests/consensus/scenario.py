@@ -10,22 +10,27 @@ scenario fixes the interleaving exactly. Commands:
     drop [FILTER]                discard in-flight messages
     equivocate A to=B,C          A signs a second, different proposal for its current (height, round)
                                  (another valid block, same valid round) and puts it in flight to B and C
-    timeout A KIND               fire A's KIND timeout (propose, prevote, precommit) for its current round
+    timeout A KIND               fire A's KIND timeout (propose, prevote, precommit, retransmit) for its current round
     apply                        every machine that committed moves to the next height (BlockApplied)
     crash A / restart A          lose A's memory / rebuild it from its persisted SignedState and log
     status                       height, round, step and lock of every machine
+    timers                       the timeouts each machine has scheduled for its current height and round
+                                 (retransmit aside); `timeout` fires one whether scheduled or not
     commits                      per height, each distinct block committed and by whom
 
 FILTER is any of from=A, to=B, kind=proposal|prevote|precommit, round=R; a
 message matches when it matches every one given.
 
-Output lines name what machines did: signed statements, commits, evidence.
+Output lines name what machines did: signed statements (and, as "relay B ...",
+B's statements they re-sent), commits, evidence.
 Block hashes print as the first 4 hex digits.
 """
 
 from __future__ import annotations
 
-from consensus.actions import Broadcast, BuildProposal, Commit, PersistSigned, RecordEvidence, ValidateProposal
+from consensus.actions import (
+    Broadcast, BuildProposal, Commit, PersistSigned, RecordEvidence, ScheduleTimeout, ValidateProposal,
+)
 from consensus.events import BlockApplied, MessageReceived, ProposalBodyReady, ProposalValidated, Start, TimeoutFired, TimeoutKind
 from consensus.machine import Machine
 from consensus.messages import Proposal, ProposalMessage, Vote, decode_message, encode_message
@@ -48,6 +53,7 @@ class Scenario:
         self.committed: dict[int, dict[bytes, list[str]]] = {}  # height -> block hash -> committers
         self.output: list[str] = []
         self.n = 0
+        self.scheduled: dict[str, set[tuple[int, int, TimeoutKind]]] = {}  # name -> (height, round, kind)
 
     def run(self, command: str) -> str:
         self.output = []
@@ -73,13 +79,17 @@ class Scenario:
             for action in machine.step(queue.pop(0)):
                 if isinstance(action, PersistSigned):
                     self.disk[name] = action.state.encode()
+                elif isinstance(action, ScheduleTimeout):
+                    self.scheduled.setdefault(name, set()).add((action.height, action.round, action.kind))
                 elif isinstance(action, Broadcast):
                     message = action.message
+                    # Another authority's statement is a relay: "inst-2: relay inst-0 precommit ...".
+                    relay = "" if message.authority == name else f"relay {message.authority} "
                     if isinstance(message, ProposalMessage):
                         p = message.proposal
-                        self.output.append(f"{name}: propose h={p.height} r={p.round} {_short(p.block_hash)} valid_round={p.valid_round}")
+                        self.output.append(f"{name}: {relay}propose h={p.height} r={p.round} {_short(p.block_hash)} valid_round={p.valid_round}")
                     elif isinstance(message, Vote):
-                        self.output.append(f"{name}: {message.kind.value} h={message.height} r={message.round} {_short(message.block_hash)}")
+                        self.output.append(f"{name}: {relay}{message.kind.value} h={message.height} r={message.round} {_short(message.block_hash)}")
                     self.in_flight += [(name, other, action.data) for other in self.machines if other != name]
                 elif isinstance(action, BuildProposal):
                     value = sim_app.make_value(action.height, f"{name} r{action.round}".encode())
@@ -144,7 +154,8 @@ class Scenario:
                 self.step(name, BlockApplied(self.logs[name]))
 
     def do_crash(self, options: dict, positional: list) -> None:
-        self.machines[positional[0]] = None  # messages in flight to it wait for the restart
+        self.machines[positional[0]] = None
+        self.scheduled.pop(positional[0], None)  # timers die with the process  # messages in flight to it wait for the restart
 
     def do_restart(self, options: dict, positional: list) -> None:
         self.machines[positional[0]] = self.build(positional[0])
@@ -157,6 +168,14 @@ class Scenario:
             else:
                 locked_round, locked_hash = machine.locked
                 self.output.append(f"{name}: h={machine.height} r={machine.round} {machine.step_name} locked={locked_round}:{_short(locked_hash)}")
+
+    def do_timers(self, options: dict, positional: list) -> None:
+        for name, machine in self.machines.items():
+            if machine is None:
+                continue
+            kinds = [kind.value for kind in TimeoutKind if kind is not TimeoutKind.RETRANSMIT
+                     and (machine.height, machine.round, kind) in self.scheduled.get(name, ())]
+            self.output.append(f"{name}: h={machine.height} r={machine.round} {' '.join(kinds) or 'none'}")
 
     def do_commits(self, options: dict, positional: list) -> None:
         for height in sorted(self.committed):

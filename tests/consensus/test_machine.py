@@ -173,3 +173,23 @@ def test_a_body_swapped_under_a_signed_proposal_is_neither_trusted_nor_fatal() -
     assert [a.message.value for a in asked] == [value]
     voter.step(ProposalValidated(1, value.block_hash, True))
     assert not any(isinstance(a, ValidateProposal) for a in voter.step(MessageReceived(encode_message(CHAIN, forged))))
+
+
+def _signed_vote(key: crypto.KeyPair, kind: VoteKind, height: int, round: int, block_hash: bytes = b"") -> Vote:
+    unsigned = Vote(kind, height, round, block_hash, key.name, bytes(64))
+    signature = key.sign(crypto.VOTE_CONTEXT, unsigned.signed_bytes(CHAIN))
+    return Vote(kind, height, round, block_hash, key.name, signature)
+
+
+def test_retransmit_relays_others_precommits_of_the_previous_round_and_votes_of_the_current_one() -> None:
+    """Gossip over a lossy transport (simulator seed 31872): what justified our round reaches the others."""
+    node = machine(0)
+    node.step(Start())
+    for round in (0, 1, 2):
+        for key in KEYS[1:3]:  # f+1 = 2 senders per round: node skips up to round 2
+            node.step(MessageReceived(encode_message(CHAIN, _signed_vote(key, VoteKind.PRECOMMIT, 1, round))))
+    assert node.round == 2
+    actions = node.step(TimeoutFired(1, 2, TimeoutKind.RETRANSMIT))
+    relayed = {(a.message.authority, a.message.round) for a in actions
+               if isinstance(a, Broadcast) and a.message.authority != "inst-0"}
+    assert relayed == {(name, round) for name in ("inst-1", "inst-2") for round in (1, 2)}
