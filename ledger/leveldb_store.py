@@ -18,7 +18,7 @@ class LevelDBStore:
     `kill -9` or power loss.
     """
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    def __init__(self, path: str | Path, create: bool = True, cache_bytes: int = 16 << 20) -> None:
         self.path = Path(path)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +28,10 @@ class LevelDBStore:
             # Subtree hashes and records are random-looking: compression only
             # costs CPU.
             compression=None,
-            lru_cache_size=64 << 20,
+            # Block cache: hot tiles and index entries. Kept small because
+            # LevelDB also maps table files, and the OS page cache serves
+            # misses; a node's resident size stays well under its budget.
+            lru_cache_size=cache_bytes,
             # Point reads (Merkle nodes, the record index) otherwise probe
             # every level of the LSM tree.
             bloom_filter_bits=10,
@@ -71,6 +74,10 @@ class LevelDBStore:
                 it = db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
         with it:
             yield from it
+
+    def compact(self) -> None:
+        """Compact the whole store now (LevelDB otherwise does it in the background)."""
+        self.db.compact_range()
 
     def close(self) -> None:
         if self._db is not None:

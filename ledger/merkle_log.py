@@ -182,7 +182,7 @@ class MerkleLog:
         store: Store,
         size: int,
         prefix: bytes = b"t",
-        cache_level: int = 8,
+        cache_level: int = TILE_HEIGHT,
         tile_height: int = TILE_HEIGHT,
     ) -> None:
         """Open a log whose committed size is `size` (the caller keeps the size in

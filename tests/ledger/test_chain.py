@@ -10,6 +10,7 @@ from ledger import codec, merkle
 from ledger.block import BlockError, CommitCertificate, precommit
 from ledger.chain import BLOCK_PREFIX, KEY_HEAD, Chain, CorruptStoreError, ForeignStoreError
 from ledger.leveldb_store import LevelDBStore
+from ledger.merkle_tiles import TILE_HEIGHT
 from ledger.store import MemoryStore, WriteBatch
 from tests.conftest import make_consortium, seeded_key
 
@@ -85,7 +86,7 @@ DAMAGE = {
     "head points past the chain": lambda b: b.put(KEY_HEAD, (7).to_bytes(8, "big")),
     "head pointer truncated": lambda b: b.put(KEY_HEAD, b"\x00"),
     "block beyond the head": lambda b: b.put(KEY_HEAD, (1).to_bytes(8, "big")),
-    "merkle tile missing": lambda b: b.delete(b"t" + bytes([8, 0]) + (0).to_bytes(8, "big")),
+    "merkle tile missing": lambda b: b.delete(b"t" + bytes([TILE_HEIGHT, 0]) + (0).to_bytes(8, "big")),
     "last record missing": lambda b: b.delete(b"r" + (2).to_bytes(8, "big")),
 }
 

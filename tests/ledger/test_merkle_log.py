@@ -202,7 +202,7 @@ def test_append_puts_one_value_per_touched_tile_holding_its_complete_nodes():
 
 
 def test_a_big_append_puts_about_one_value_per_256_leaves():
-    log = MerkleLog(MemoryStore(), 0)
+    log = MerkleLog(MemoryStore(), 0, tile_height=8, cache_level=8)
     leaves = [merkle.leaf_hash(b"%d" % i) for i in range(10_000)]
     batch = WriteBatch()
     log.append(leaves[:100], batch)
@@ -324,7 +324,7 @@ def test_bad_leaves_are_refused_without_changing_the_log():
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garble"])
 def test_a_missing_or_malformed_tile_is_reported_as_corruption(damage):
     store = MemoryStore()
-    log = MerkleLog(store, 0)
+    log = MerkleLog(store, 0, tile_height=8, cache_level=8)
     batch = WriteBatch()
     log.append(LEAVES[:300], batch)
     store.write(batch)
@@ -339,8 +339,8 @@ def test_a_missing_or_malformed_tile_is_reported_as_corruption(damage):
             broken.put(key, store.get(key)[:-1])
     store.write(broken)
     with pytest.raises(MissingNodeError):
-        MerkleLog(store, 300)  # the edge tile
-    log = MerkleLog(store, 256)  # no edge tile: tile (0, 0) is read on demand
+        MerkleLog(store, 300, tile_height=8, cache_level=8)  # the edge tile
+    log = MerkleLog(store, 256, tile_height=8, cache_level=8)  # no edge tile: tile (0, 0) is read on demand
     assert log.root() == merkle.root(LEAVES[:256])
     with pytest.raises(MissingNodeError):
         log.inclusion_proof(3, 256)
