@@ -98,3 +98,29 @@ def test_devnet_demo_runs_end_to_end(tmp_path):
     # A second run reuses the consortium and its chain.
     again = lacre("devnet", "--dir", str(tmp_path / "devnet"), "--exit-after-demo")
     assert "reusing" in again.stdout and "demo succeeded" in again.stdout
+
+
+def test_the_sync_sdk_submits_and_reads_against_a_real_node(tmp_path, node_processes):
+    from client.sdk import ApiError, Client
+    from ledger.crypto import KeyPair
+    from ledger.records import CredentialIssuance, IssuerRegistration, SignedRecord
+
+    node = NodeProcess(_consortium(tmp_path), tmp_path / "data")
+    node_processes.append(node)
+    url = node.start()
+    authority, issuer = KeyPair.load(tmp_path / "authority.key"), KeyPair.load(tmp_path / "issuer.key")
+    registration = SignedRecord.sign(IssuerRegistration(issuer.public_key, "Instituto", "CL"), authority)
+    issuance = SignedRecord.sign(CredentialIssuance(b"\x11" * 32, 1_800_000_000), issuer)
+    with Client(url) as sdk:
+        answer = sdk.submit([registration, issuance], wait=True)
+        assert [r["leaf_index"] for r in answer["records"]] == [0, 1]
+        assert sdk.status()["tree_size"] == 2
+        assert sdk.credential(b"\x11" * 32)["status"] == "issued"
+        assert sdk.receipt(b"\x11" * 32)["leaf_index"] == 1
+        assert sdk.checkpoint().startswith("e2e.lacre.local/log\n2\n")
+        blocks, height = sdk.encoded_blocks(1)
+        assert height == 1 and len(blocks) == 1
+        with pytest.raises(ApiError) as refused:
+            sdk.submit([SignedRecord.sign(CredentialIssuance(b"\x11" * 32, 5), issuer)])
+        assert (refused.value.status, refused.value.error) == (409, "credential-unique")
+    node.stop()
