@@ -261,8 +261,11 @@ class ConsensusDriver:
         self.post(ev.BlockApplied(action.height))
 
     def _applied(self, header: BlockHeader, records, started: float | None = None) -> None:
-        self.service.mempool.remove([r.hash if isinstance(r, SignedRecord) else _leaf(r) for r in records])
-        self.service.committed([r for r in records if isinstance(r, SignedRecord)])
+        mempool = self.service.mempool
+        hashes = [r.hash if isinstance(r, SignedRecord) else _leaf(r) for r in records]
+        only_pending = all(h in mempool for h in hashes)
+        mempool.remove(hashes)
+        self.service.committed([r for r in records if isinstance(r, SignedRecord)], only_pending=only_pending)
         metrics = self.service.metrics
         metrics.blocks_committed.inc()
         metrics.records_committed.inc(len(records))

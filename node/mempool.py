@@ -97,8 +97,20 @@ class Mempool:
         if not pending:
             self._nonempty.clear()
 
+    def after_commit(self, only_pending_committed: bool) -> list[SignedRecord]:
+        """Bring pending effects up to date after a block; returns records now refused.
+
+        A block made only of records that were pending here changes nothing
+        the pending effects did not already assume, so the full recomputation
+        (O(pending)) is needed only when the block held records from
+        elsewhere, or now and then to drop entries of committed records.
+        """
+        if only_pending_committed and len(self._delta) <= 2 * len(self._pending) + 4096:
+            return []
+        return self.rebase()
+
     def rebase(self) -> list[SignedRecord]:
-        """Recompute pending effects after a commit; drop and return records now refused."""
+        """Recompute pending effects from committed state; drop and return records now refused."""
         self._delta = StateDelta(self._state, self._authorities)
         dropped = []
         for record_hash, record in list(self._pending.items()):

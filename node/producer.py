@@ -71,7 +71,8 @@ class BlockProducer:
         signature = precommit(self.key, header, 0, chain.chain_id, chain.origin)
         certificate = CommitCertificate(header.height, 0, header.hash, (signature,))
         chain.commit(header, proposed.records, certificate, proposed.delta)
-        service.committed(proposed.records)
+        # Taken from the mempool; a refused one had its effects assumed there.
+        service.committed(proposed.records, only_pending=not proposed.rejected)
         metrics = service.metrics
         metrics.blocks_committed.inc()
         metrics.records_committed.inc(len(proposed.records))

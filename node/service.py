@@ -227,13 +227,16 @@ class LedgerService:
                 future.cancel()
         return [self.chain.locate(record_hash) for record_hash in record_hashes]
 
-    def committed(self, records: Sequence[SignedRecord]) -> None:
-        """Wake waiters for newly committed records and refresh the mempool."""
+    def committed(self, records: Sequence[SignedRecord], only_pending: bool = False) -> None:
+        """Wake waiters for newly committed records and refresh the mempool.
+
+        `only_pending`: every record of the block had been pending here.
+        """
         for record in records:
             for future in self._waiters.pop(record.hash, ()):
                 if not future.done():
                     future.set_result(None)
-        dropped = self.mempool.rebase()
+        dropped = self.mempool.after_commit(only_pending)
         for record in dropped:
             log.warning("dropped pending record %s: no longer valid", record.hash.hex())
             for future in self._waiters.pop(record.hash, ()):
