@@ -24,13 +24,14 @@ Key layout (heights and leaf indexes are 8-byte big-endian):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ledger import codec, crypto
 from ledger.block import Block, BlockError, BlockHeader, CommitCertificate
 from ledger.compact_range import CompactRange, subtree_ids
 from ledger.genesis import Genesis
+from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLog, MerkleLogError, MissingNodeError
 from ledger.records import RecordError, SignedRecord
 from ledger.state import STATE_ROOT_UNAUTHENTICATED, RuleError, StateDelta, StoreStateView
@@ -253,10 +254,18 @@ class Chain:
         )
         return ProposedBlock(header, tuple(accepted), tuple(rejected), delta)
 
-    def validate(self, header: BlockHeader, records: Sequence[bytes], verify_signatures: bool = True) -> tuple[tuple[SignedRecord, ...], StateDelta]:
+    def validate(
+        self,
+        header: BlockHeader,
+        records: Sequence[bytes],
+        verify_signatures: bool = True,
+        known: Mapping[bytes, SignedRecord] | None = None,
+    ) -> tuple[tuple[SignedRecord, ...], StateDelta]:
         """Check a block from elsewhere against every rule; change nothing.
 
-        Raises BlockError naming the rule broken.
+        `known` maps record hashes to records already decoded and verified
+        (a mempool): those are neither decoded nor verified again. Raises
+        BlockError naming the rule broken.
         """
         if header.height != self.height + 1:
             raise BlockError("height", f"expected height {self.height + 1}, got {header.height}")
@@ -273,9 +282,11 @@ class Chain:
         seen: set[bytes] = set()
         for i, data in enumerate(records):
             try:
-                record = SignedRecord.decode(data)
-                if verify_signatures:
-                    record.verify()
+                record = known.get(leaf_hash(data)) if known is not None else None
+                if record is None:
+                    record = SignedRecord.decode(data)
+                    if verify_signatures:
+                        record.verify()
             except (RecordError, crypto.SignatureError) as error:
                 raise BlockError("record", f"record {i}: {error}") from None
             if record.hash in seen or self.locate(record.hash) is not None:

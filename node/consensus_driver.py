@@ -230,11 +230,15 @@ class ConsensusDriver:
             if header.hash != value.block_hash or header.checkpoint(self.chain.origin).text() != value.checkpoint_text:
                 raise BlockError("proposal-binding", "body does not match the proposed hash")
             # Signatures of records our mempool has not seen, off the loop.
-            unseen = [data for data in encoded if _leaf(data) not in self.service.mempool]
+            pending = self.service.mempool.records
+            unseen = [data for data in encoded if _leaf(data) not in pending]
             if unseen:
                 await asyncio.get_running_loop().run_in_executor(self._executor, _verify_records, unseen)
             if self.chain.height + 1 == height:
-                records, delta = self.chain.validate(header, encoded, verify_signatures=False)
+                # Mempool records were decoded and verified on admission.
+                records, delta = self.chain.validate(
+                    header, encoded, verify_signatures=False, known=self.service.mempool.records
+                )
                 self._validated[header.hash] = (header, records, delta)
                 valid = True
         except (BlockError, RecordError, crypto.SignatureError, codec.CodecError) as error:

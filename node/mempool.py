@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from ledger.genesis import AuthoritySet
 from ledger.records import SignedRecord
@@ -34,6 +35,11 @@ class Mempool:
 
     def __contains__(self, record_hash: bytes) -> bool:
         return record_hash in self._pending
+
+    @property
+    def records(self) -> Mapping[bytes, SignedRecord]:
+        """Pending records by hash (read-only use: each was decoded and verified once)."""
+        return self._pending
 
     @property
     def pending_state(self) -> StateView:

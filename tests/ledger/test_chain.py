@@ -213,3 +213,12 @@ def test_a_failed_write_leaves_the_chain_at_its_head(consortium):
     assert (chain.height, chain.log_size) == (1, 1)
     consortium.commit(chain, [consortium.issuance(2)])
     assert chain.log.root(2) == merkle.root([merkle.leaf_hash(r) for r in chain.records(0, 2)])
+
+
+def test_validate_reuses_records_it_is_told_are_known(consortium, chain):
+    records = [consortium.registration(), consortium.issuance(1)]
+    header, encoded = _proposal(consortium, chain, records)
+    known = {records[1].hash: records[1]}
+    validated, _ = chain.validate(header, encoded, known=known)
+    assert validated[1] is records[1] and validated[0] is not records[0]
+    assert [r.encoded for r in validated] == encoded
