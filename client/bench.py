@@ -21,18 +21,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import nacl.signing
 
+from client import devnet
 from client.verify import ReceiptVerifier, verify_receipt
 from ledger.block import CommitCertificate, precommit
 from ledger.chain import Chain
 from ledger.crypto import KeyPair
 from ledger.genesis import Authority, AuthoritySet, Genesis, Trust
 from ledger.leveldb_store import LevelDBStore
+from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLog
 from ledger.store import Store, WriteBatch
 from ledger.records import CredentialIssuance, IssuerRegistration, SignedRecord
@@ -336,15 +339,11 @@ def bench_serving(rows: list[Row], work: Path, verify_rate: float, records: int,
 
 
 def _http_get(url: str) -> bytes:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=30) as response:
         return response.read()
 
 
 def _sample_hashes(site: Site, count: int) -> list[str]:
-    from ledger.merkle import leaf_hash
-
     store = LevelDBStore(site.data / "chain.ldb")
     chain = Chain(store, site.genesis)
     rng = random.Random(11)
@@ -417,8 +416,6 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def bench_consortium(rows: list[Row], work: Path, count: int, latency_s: float) -> None:
-    from client import devnet
-
     root = work / "consortium"
     devnet.create(root, 4)
     started = devnet.start(root)
@@ -466,8 +463,6 @@ def prefill_consortium(root: Path, blocks: int) -> None:
 
 
 def bench_catch_up(rows: list[Row], work: Path, blocks: int) -> None:
-    from client import devnet
-
     root = work / "catch-up"
     devnet.create(root, 4)
     prefill_consortium(root, blocks)
