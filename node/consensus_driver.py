@@ -20,7 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
@@ -30,7 +30,7 @@ from consensus.machine import Machine
 from consensus.messages import Value
 from consensus.signed_state import SignedState, SignedStateError
 from ledger import codec, crypto
-from ledger.block import Block, BlockError, BlockHeader
+from ledger.block import BlockError, BlockHeader
 from ledger.chain import Chain
 from ledger.leveldb_store import LevelDBStore
 from ledger.merkle import leaf_hash
@@ -264,12 +264,14 @@ class ConsensusDriver:
         self._applied(header, records, started)
         self.post(ev.BlockApplied(action.height))
 
-    def _applied(self, header: BlockHeader, records, started: float | None = None) -> None:
+    def _applied(
+        self, header: BlockHeader, records: Sequence[SignedRecord], started: float | None = None
+    ) -> None:
         mempool = self.service.mempool
-        hashes = [r.hash if isinstance(r, SignedRecord) else _leaf(r) for r in records]
+        hashes = [r.hash for r in records]
         only_pending = all(h in mempool for h in hashes)
         mempool.remove(hashes)
-        self.service.committed([r for r in records if isinstance(r, SignedRecord)], only_pending=only_pending)
+        self.service.committed(records, only_pending=only_pending)
         metrics = self.service.metrics
         metrics.blocks_committed.inc()
         metrics.records_committed.inc(len(records))
@@ -287,10 +289,10 @@ class ConsensusDriver:
         self._syncing = asyncio.create_task(self._sync_from(peer, url))
 
     async def _sync_from(self, peer: str, url: str) -> None:
-        def applied(block: Block) -> None:
+        def applied(header: BlockHeader, records: tuple[SignedRecord, ...]) -> None:
             self._validated.clear()
-            self._applied(block.header, [SignedRecord.decode(r) for r in block.records])
-            self.post(ev.BlockApplied(block.header.height))
+            self._applied(header, records)
+            self.post(ev.BlockApplied(header.height))
 
         try:
             count = await catch_up(self.chain, url, self._session, self._executor, applied)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import aiohttp
 
 from ledger import codec, crypto
-from ledger.block import Block, BlockError
+from ledger.block import Block, BlockError, BlockHeader
 from ledger.chain import Chain
 from ledger.records import RecordError, SignedRecord
 
@@ -61,12 +61,12 @@ async def catch_up(
     url: str,
     session: aiohttp.ClientSession,
     executor: concurrent.futures.Executor,
-    applied: Callable[[Block], None],
+    applied: Callable[[BlockHeader, tuple[SignedRecord, ...]], None],
     target_height: int | None = None,
 ) -> int:
     """Apply blocks from the peer at `url` until its head (or `target_height`); returns blocks applied.
 
-    `applied(block)` runs after each block is durable. Raises SyncError on a
+    `applied(header, records)` runs after each block is durable. Raises SyncError on a
     bad page; blocks applied before it stay applied (each was fully checked).
     """
     loop = asyncio.get_running_loop()
@@ -90,7 +90,7 @@ async def catch_up(
             except BlockError as error:
                 raise SyncError(f"{url}: block {block.header.height} breaks {error.rule}: {error.detail}") from None
             count += 1
-            applied(block)
+            applied(block.header, records)
         if chain.height >= peer_height:
             break
         await asyncio.sleep(0)  # let the node serve between pages
