@@ -173,7 +173,8 @@ class ConsensusDriver:
         if kind == "consensus":
             self.post(ev.MessageReceived(payload), relay_from=sender)
         elif kind == "records":
-            asyncio.create_task(self._admit_gossip(payload))
+            # Kept in _tasks: the loop holds only weak references to tasks.
+            self._tasks.append(asyncio.create_task(self._admit_gossip(payload)))
 
     async def _admit_gossip(self, payload: bytes) -> None:
         try:
@@ -211,7 +212,10 @@ class ConsensusDriver:
         records = mempool.peek(self.chain.genesis.block_records_max)
         proposed = self.chain.propose(records, self.key.name, round, self.clock_ms())
         if proposed.rejected:
-            mempool.remove([r.hash for r, _ in proposed.rejected])
+            refused = [record for record, _ in proposed.rejected]
+            mempool.remove([r.hash for r in refused])
+            mempool.rebase()  # their assumed effects leave with them
+            self.service.dropped(refused)
         header = proposed.header
         self._validated[header.hash] = (header, proposed.records, proposed.delta)
         value = Value(header.hash, encode_body(header, [r.encoded for r in proposed.records]),
