@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.cli import SUBMIT_CHUNK, RECEIPT_FETCH_CONCURRENCY, CliError, _load_key
+from client.cli import SUBMIT_CHUNK, RECEIPT_FETCH_CONCURRENCY, CliError, _load_key, _write_json
 from client.credential import CredentialError, credential_id, ensure_id, load_credentials
 from client.sdk import ApiError, AsyncClient
 from ledger.crypto import KeyPair
@@ -34,12 +33,6 @@ class Pending:
     credential_id: bytes
     record: SignedRecord
     receipt: dict | None = None
-
-
-def _write_json(path: Path, document: object) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def prepare(source: Path, key: KeyPair, expires_at: int, now_s: int) -> list[Pending]:

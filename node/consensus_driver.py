@@ -235,7 +235,7 @@ class ConsensusDriver:
                 raise BlockError("proposal-binding", "body does not match the proposed hash")
             # Signatures of records our mempool has not seen, off the loop.
             pending = self.service.mempool.records
-            unseen = [data for data in encoded if _leaf(data) not in pending]
+            unseen = [data for data in encoded if leaf_hash(data) not in pending]
             if unseen:
                 await asyncio.get_running_loop().run_in_executor(self._executor, _verify_records, unseen)
             if self.chain.height + 1 == height:
@@ -321,10 +321,6 @@ class ConsensusDriver:
 
     def evidence(self) -> list[bytes]:
         return [value for _, value in self.state_store.iterate(EVIDENCE_PREFIX)]
-
-
-def _leaf(data: bytes) -> bytes:
-    return leaf_hash(data)
 
 
 def _verify_records(encoded: list[bytes]) -> None:
