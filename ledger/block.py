@@ -99,8 +99,10 @@ class BlockHeader:
     def checkpoint(self, origin: str) -> Checkpoint:
         """The tlog checkpoint this block produces.
 
-        Extension lines bind it to this block and its state root, so a
-        cosigned checkpoint is also a statement about the block.
+        Extension lines bind it to this block, its state root and its time,
+        so a cosigned checkpoint is also a statement about the block; the
+        time (unix milliseconds, the block's timestamp) lets a verifier
+        apply a freshness policy to a status proof it was handed.
         """
         b64 = base64.b64encode
         return Checkpoint(
@@ -110,6 +112,7 @@ class BlockHeader:
             (
                 f"lacre-block {self.height} {b64(self.hash).decode()}",
                 f"lacre-state {b64(self.state_root).decode()}",
+                f"lacre-time {self.timestamp_ms}",
             ),
         )
 

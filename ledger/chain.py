@@ -20,6 +20,7 @@ Key layout (heights and leaf indexes are 8-byte big-endian):
     x + record hash       leaf index + block height
     t + ...               Merkle tiles (ledger.merkle_log, ledger.merkle_tiles)
     si / sc + key         state entries (ledger.state)
+    zc / zr + ...         the state's authenticated maps (ledger.smt)
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from dataclasses import dataclass
 from ledger import codec, crypto
 from ledger.block import Block, BlockError, BlockHeader, CommitCertificate
 from ledger.compact_range import CompactRange, subtree_ids
-from ledger.genesis import Genesis
+from ledger.genesis import AuthoritySet, Genesis
+from ledger.governance import ConsortiumEntry, ConsortiumHistory
 from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLog, MerkleLogError, MissingNodeError
 from ledger.records import RecordError, SignedRecord
-from ledger.state import STATE_ROOT_UNAUTHENTICATED, RuleError, StateDelta, StoreStateView
+from ledger.state import RuleError, StateDelta, StoreStateView
 from ledger.store import Store, WriteBatch
 
 MAGIC = b"lacre-chain/v1"
@@ -87,7 +89,6 @@ class Chain:
         self.genesis = genesis
         self.chain_id = genesis.hash
         self.origin = genesis.origin
-        self.authority_set = genesis.authority_set
         self._open()
 
     # -- opening ---------------------------------------------------------
@@ -102,6 +103,13 @@ class Chain:
             batch.put(KEY_MAGIC, MAGIC)
             batch.put(KEY_GENESIS, self.genesis.encode())
             batch.put(KEY_HEAD, _u64(0))
+            # Epoch 0 (the genesis authority set and policy) is state from
+            # the start, so governance and verifiers read every epoch alike.
+            delta = StateDelta(StoreStateView(store), self.genesis.authority_set)
+            delta.consortium_change = ConsortiumEntry.from_genesis(self.genesis)
+            delta.seal()
+            for key, value in delta.puts():
+                batch.put(key, value)
             store.write(batch, sync=True)
         elif magic != MAGIC:
             raise ForeignStoreError(f"store magic {magic!r} is not {MAGIC!r}")
@@ -132,6 +140,12 @@ class Chain:
         nodes = [self.log_node(level, index) for level, index in subtree_ids(size)]
         self._range = CompactRange(size, tuple(nodes))
         self.state = StoreStateView(store)
+        if self.head and self.state.root() != self.head.state_root:
+            raise CorruptStoreError("state root differs from the head header")
+        try:
+            self.history = ConsortiumHistory(self.state.epochs())
+        except ValueError as error:
+            raise CorruptStoreError(f"consortium history: {error}") from None
 
     def log_node(self, level: int, index: int) -> bytes:
         try:
@@ -144,6 +158,20 @@ class Chain:
     @property
     def height(self) -> int:
         return self.head.height if self.head else 0
+
+    @property
+    def authority_set(self) -> AuthoritySet:
+        """The authorities in force for the next block."""
+        return self.history.current.authority_set
+
+    @property
+    def block_records_max(self) -> int:
+        """The policy in force for the next block."""
+        return self.history.current.block_records_max
+
+    def authority_set_at(self, height: int) -> AuthoritySet:
+        """The authorities that certify block `height`."""
+        return self.history.at(height).authority_set
 
     @property
     def head_hash(self) -> bytes:
@@ -209,7 +237,7 @@ class Chain:
         header, certificate = self.header(height), self.certificate(height)
         if header is None or certificate is None:
             return None
-        return certificate.checkpoint_note(header, self.origin, self.authority_set)
+        return certificate.checkpoint_note(header, self.origin, self.authority_set_at(height))
 
     # -- building and committing -----------------------------------------
 
@@ -221,12 +249,14 @@ class Chain:
         Changes nothing: the block is committed only by `commit` with its
         certificate. Precondition: every record's signature was verified.
         """
-        delta = StateDelta(self.state, self.authority_set)
+        delta = StateDelta(self.state, self.authority_set, self.height + 1)
         accepted: list[SignedRecord] = []
         rejected: list[tuple[SignedRecord, RuleError]] = []
         leaf = self.log_size
         seen: set[bytes] = set()
         for record in records:
+            if len(accepted) >= self.block_records_max:
+                break
             record_hash = record.hash
             if record_hash in seen or self.locate(record_hash) is not None:
                 rejected.append((record, RuleError("record-unique", "record already on the ledger")))
@@ -240,6 +270,7 @@ class Chain:
             accepted.append(record)
             leaf += 1
         extended = self._range.extend(r.hash for r in accepted)
+        sealed = delta.seal()
         previous_ms = self.head.timestamp_ms if self.head else 0
         header = BlockHeader(
             height=self.height + 1,
@@ -250,7 +281,7 @@ class Chain:
             record_count=len(accepted),
             log_size=extended.size,
             log_root=extended.root(),
-            state_root=STATE_ROOT_UNAUTHENTICATED,
+            state_root=sealed.root,
         )
         return ProposedBlock(header, tuple(accepted), tuple(rejected), delta)
 
@@ -277,8 +308,10 @@ class Chain:
             raise BlockError("timestamp", "earlier than the previous block")
         if len(records) != header.record_count or header.log_size != self.log_size + len(records):
             raise BlockError("record-count", "records differ from the header's counts")
+        if len(records) > self.block_records_max:
+            raise BlockError("block-records-max", f"{len(records)} records; the policy allows {self.block_records_max}")
         decoded: list[SignedRecord] = []
-        delta = StateDelta(self.state, self.authority_set)
+        delta = StateDelta(self.state, self.authority_set, header.height)
         seen: set[bytes] = set()
         for i, data in enumerate(records):
             try:
@@ -300,7 +333,7 @@ class Chain:
         extended = self._range.extend(r.hash for r in decoded)
         if extended.root() != header.log_root:
             raise BlockError("log-root", "log root differs from the records")
-        if header.state_root != STATE_ROOT_UNAUTHENTICATED:
+        if delta.seal().root != header.state_root:
             raise BlockError("state-root", "state root differs from the state")
         return tuple(decoded), delta
 
@@ -344,6 +377,9 @@ class Chain:
             # Unreachable for a validated block; refuse rather than corrupt.
             self.log = MerkleLog(self.store, self.log_size, prefix=MERKLE_PREFIX)
             raise BlockError("log-root", "log root differs from the header")
+        sealed = delta.seal()
+        if sealed.root != header.state_root:
+            raise BlockError("state-root", "state root differs from the header")
         for key, value in delta.puts():
             batch.put(key, value)
         batch.put(KEY_HEAD, height_key)
@@ -354,7 +390,9 @@ class Chain:
             self.log = MerkleLog(self.store, self.log_size, prefix=MERKLE_PREFIX)
             raise
         self.log.flushed()
-        self.state.committed(delta)
+        self.state.committed(delta, sealed)
+        if delta.consortium_change is not None:
+            self.history.append(delta.consortium_change)
         self._range = self._range.extend(leaf_hashes)
         self.head = header
 

@@ -23,6 +23,7 @@ SEED_BYTES = 32
 RECORD_CONTEXT = b"lacre/record/v1\n"
 VOTE_CONTEXT = b"lacre/vote/v1\n"
 PEER_CONTEXT = b"lacre/peer/v1\n"
+GOVERNANCE_CONTEXT = b"lacre/governance/v1\n"
 
 
 class SignatureError(ValueError):

@@ -28,6 +28,7 @@ RECORD_VERSION = 1
 RECORD_BYTES_MAX = 16 << 10
 NAME_CHARS_MAX = 200
 ORIGIN_CHARS_MAX = 200
+ACHIEVEMENT_TYPE_CHARS_MAX = 100
 ID_BYTES = 32
 TIMESTAMP_MAX = 1 << 40  # seconds; far beyond any real date, bounds the encoding
 
@@ -54,6 +55,10 @@ def _need(condition: bool, message: str) -> None:
 
 def _check_id(value: Any, what: str) -> None:
     _need(type(value) is bytes and len(value) == ID_BYTES, f"{what} must be 32 bytes")
+
+
+def _check_key(value: Any, what: str) -> None:
+    _need(type(value) is bytes and len(value) == crypto.PUBLIC_KEY_BYTES, f"{what} must be a 32-byte Ed25519 key")
 
 
 def _check_time(value: Any, what: str) -> None:
@@ -151,9 +156,174 @@ class CredentialRevocation:
         }
 
 
-RecordBody = IssuerRegistration | CredentialIssuance | CredentialRevocation
+@dataclass(frozen=True, slots=True)
+class CredentialSuspension:
+    """The credential is suspended until reinstated (W3C Bitstring Status List's "suspension")."""
+
+    KIND: ClassVar[str] = "credential.suspend"
+    credential_id: bytes
+    suspended_at: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.credential_id, "credential_id")
+        _check_time(self.suspended_at, "suspended_at")
+
+    def to_map(self) -> dict:
+        return {"credential_id": self.credential_id, "suspended_at": self.suspended_at}
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialReinstatement:
+    """A suspended credential is valid again."""
+
+    KIND: ClassVar[str] = "credential.reinstate"
+    credential_id: bytes
+    reinstated_at: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.credential_id, "credential_id")
+        _check_time(self.reinstated_at, "reinstated_at")
+
+    def to_map(self) -> dict:
+        return {"credential_id": self.credential_id, "reinstated_at": self.reinstated_at}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRotation:
+    """An issuer moves to a new key; the old one signs nothing from then on.
+
+    Signed by the old key, or by the authority that registered the issuer
+    (the way back from a lost or compromised key). Credentials signed by the
+    old key stay valid and the new key manages them.
+    """
+
+    KIND: ClassVar[str] = "issuer.rotate"
+    issuer_key: bytes
+    new_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_key(self.issuer_key, "issuer_key")
+        _check_key(self.new_key, "new_key")
+        _need(self.issuer_key != self.new_key, "new_key must differ from issuer_key")
+
+    def to_map(self) -> dict:
+        return {"issuer_key": self.issuer_key, "new_key": self.new_key}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRetirement:
+    """An issuer key stops signing for good (the unit closed, the partnership ended)."""
+
+    KIND: ClassVar[str] = "issuer.retire"
+    issuer_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_key(self.issuer_key, "issuer_key")
+
+    def to_map(self) -> dict:
+        return {"issuer_key": self.issuer_key}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerEndorsement:
+    """The signer recognises the credentials of another issuer.
+
+    `achievement_type` narrows the recognition to one Open Badges achievement
+    type (e.g. "Certificate", "Course"); empty means every credential.
+    """
+
+    KIND: ClassVar[str] = "issuer.endorse"
+    issuer_key: bytes
+    achievement_type: str = ""
+
+    def __post_init__(self) -> None:
+        _check_key(self.issuer_key, "issuer_key")
+        _check_text(self.achievement_type, "achievement_type", ACHIEVEMENT_TYPE_CHARS_MAX, empty_ok=True)
+
+    def to_map(self) -> dict:
+        return {"achievement_type": self.achievement_type, "issuer_key": self.issuer_key}
+
+
+GOVERNANCE_ACTIONS = ("authority.add", "authority.remove", "policy.set")
+APPROVALS_MAX = 64
+URL_CHARS_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ConsortiumChange:
+    """A change to the consortium, approved by a quorum of its current authorities.
+
+    Actions: "authority.add" (name, public_key, url), "authority.remove"
+    (name), "policy.set" (block_records_max); unused fields are empty or 0.
+    `epoch` is the authority-set epoch the change amends, so an approved
+    change applies once and only on top of the set its approvers saw.
+    `approvals` are (authority key, signature) pairs, sorted by key, each
+    signing `ledger.governance.approval_message` for this change; the record
+    signer is the authority that submits it. The change takes effect from the
+    block after the one that holds it.
+    """
+
+    KIND: ClassVar[str] = "consortium.change"
+    epoch: int
+    action: str
+    name: str = ""
+    public_key: bytes = b""
+    url: str = ""
+    block_records_max: int = 0
+    approvals: tuple[tuple[bytes, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        _need(type(self.epoch) is int and 0 <= self.epoch < 1 << 32, "epoch must be a small non-negative integer")
+        _need(self.action in GOVERNANCE_ACTIONS, f"action must be one of {', '.join(GOVERNANCE_ACTIONS)}")
+        _need(type(self.name) is str and len(self.name) <= 64 and self.name.isprintable(), "name must be short text")
+        _need(type(self.public_key) is bytes and len(self.public_key) in (0, crypto.PUBLIC_KEY_BYTES), "bad public_key")
+        _check_text(self.url, "url", URL_CHARS_MAX, empty_ok=True)
+        _need(type(self.block_records_max) is int and 0 <= self.block_records_max <= 1_000_000, "bad block_records_max")
+        if self.action == "authority.add":
+            _need(bool(self.name) and len(self.public_key) == crypto.PUBLIC_KEY_BYTES, "authority.add needs name and public_key")
+            _need(self.block_records_max == 0, "authority.add sets no policy")
+        elif self.action == "authority.remove":
+            _need(bool(self.name) and not self.public_key and not self.url and not self.block_records_max,
+                  "authority.remove takes only a name")
+        else:
+            _need(not self.name and not self.public_key and not self.url, "policy.set names no authority")
+            _need(self.block_records_max >= 1, "policy.set needs block_records_max >= 1")
+        approvals = self.approvals
+        _need(type(approvals) in (list, tuple) and len(approvals) <= APPROVALS_MAX, f"at most {APPROVALS_MAX} approvals")
+        pairs = []
+        for pair in approvals:
+            _need(type(pair) in (list, tuple) and len(pair) == 2, "an approval is [key, signature]")
+            key, signature = pair
+            _check_key(key, "approval key")
+            _need(type(signature) is bytes and len(signature) == crypto.SIGNATURE_BYTES, "approval signature must be 64 bytes")
+            pairs.append((key, signature))
+        keys = [key for key, _ in pairs]
+        _need(keys == sorted(set(keys)), "approvals must be sorted by key, one per authority")
+        object.__setattr__(self, "approvals", tuple(pairs))
+
+    def proposal_map(self) -> dict:
+        """What approvers sign: every field but the approvals."""
+        return {
+            "action": self.action, "block_records_max": self.block_records_max, "epoch": self.epoch,
+            "name": self.name, "public_key": self.public_key, "url": self.url,
+        }
+
+    def to_map(self) -> dict:
+        return {**self.proposal_map(), "approvals": [[key, signature] for key, signature in self.approvals]}
+
+
+RecordBody = (
+    IssuerRegistration | IssuerRotation | IssuerRetirement | IssuerEndorsement
+    | CredentialIssuance | CredentialRevocation | CredentialSuspension | CredentialReinstatement
+    | ConsortiumChange
+)
 BODY_TYPES: dict[str, type] = {
-    body.KIND: body for body in (IssuerRegistration, CredentialIssuance, CredentialRevocation)
+    body.KIND: body
+    for body in (
+        IssuerRegistration, IssuerRotation, IssuerRetirement, IssuerEndorsement,
+        CredentialIssuance, CredentialRevocation, CredentialSuspension, CredentialReinstatement,
+        ConsortiumChange,
+    )
 }
 
 

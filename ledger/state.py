@@ -1,16 +1,42 @@
 """Credential state and the rules every record must satisfy.
 
-State is two maps: issuer key -> registration, credential id -> status. The
-rules below are the only place a record is judged; the mempool (admission),
-block validation and an auditor's replay all call `StateDelta.apply`, so
-the three can never disagree.
+Theory of operation. State is two authenticated maps (`ledger.smt`):
 
-Rules, by record kind:
+    credentials   credential id             -> CredentialEntry
+    registry      SHA-256("lacre/issuer\\0" || key) -> IssuerEntry
+                  SHA-256("lacre/epoch\\0" || u64 epoch) -> ConsortiumEntry
 
-    issuer.register    signer is an authority; issuer key not yet registered
-    credential.issue   signer is a registered issuer; credential id unseen
-    credential.revoke  credential issued and not revoked; signer is its
-                       issuer, or the authority that registered that issuer
+and the state root in every block header and checkpoint is
+
+    SHA-256(0x12 || credentials root || registry root)
+
+Credential ids are SHA-256 digests already, so they are the credentials
+map's paths as they are: every credential under an id prefix sits in one
+subtree, which is what makes a k-anonymous prefix query provable complete.
+Registry paths are hashed so that no issuer can choose where its entry lands.
+
+The rules below are the only place a record is judged; the mempool
+(admission), block validation and an auditor's replay all call
+`StateDelta.apply`, so the three can never disagree. By record kind:
+
+    issuer.register      signer is an authority; the key was never registered
+    issuer.rotate        issuer active; signer is it or the authority that
+                         registered it; the new key was never registered
+    issuer.retire        issuer active; signer is it or its authority
+    issuer.endorse       signer is an authority or an active issuer of another
+                         identity; the endorsed issuer is active; no repeat
+    credential.issue     signer is an active issuer; the id is unseen
+    credential.suspend   credential issued (not suspended, not revoked)
+    credential.reinstate credential suspended
+    credential.revoke    credential not revoked (a suspended one may be)
+    consortium.change    see ledger.governance; at most one per block
+
+A status change is signed by an active key of the issuer that issued the
+credential (its identity survives rotation) or by the authority that
+registered that issuer, while it is still an authority. Records by retired,
+rotated or unknown keys are refused from then on; what they signed before
+stays valid. Expiry is not a state change: the issuance record carries
+`expires_at` and a verifier compares it with its own clock.
 
 The signature itself is checked before the rules (`SignedRecord.verify`),
 once, by whoever admits the record.
@@ -19,23 +45,55 @@ once, by whoever admits the record.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ledger import codec
 from ledger.genesis import AuthoritySet
+from ledger.governance import ConsortiumEntry, GovernanceError
 from ledger.records import (
+    ConsortiumChange,
     CredentialIssuance,
+    CredentialReinstatement,
     CredentialRevocation,
+    CredentialSuspension,
+    IssuerEndorsement,
     IssuerRegistration,
+    IssuerRetirement,
+    IssuerRotation,
     SignedRecord,
 )
+from ledger.smt import MapUpdate, SparseMerkleMap
 
 ISSUER_PREFIX = b"si"
 CREDENTIAL_PREFIX = b"sc"
-# TODO(issue 4): replace with the root of an authenticated (sparse Merkle) map
-# of this state; the header already has its place.
-STATE_ROOT_UNAUTHENTICATED = bytes(32)
+EPOCH_PREFIX = b"se"
+CREDENTIAL_MAP_PREFIX = b"zc"
+REGISTRY_MAP_PREFIX = b"zr"
+REGISTRY_ISSUER_TAG = b"lacre/issuer\x00"
+REGISTRY_EPOCH_TAG = b"lacre/epoch\x00"
+STATE_ROOT_TAG = b"\x12"
+ENDORSEMENTS_MAX = 64
+
+
+def state_root(credentials_root: bytes, registry_root: bytes) -> bytes:
+    return hashlib.sha256(STATE_ROOT_TAG + credentials_root + registry_root).digest()
+
+
+def issuer_path(issuer_key: bytes) -> bytes:
+    """Where an issuer's entry sits in the registry map."""
+    return hashlib.sha256(REGISTRY_ISSUER_TAG + issuer_key).digest()
+
+
+def epoch_path(epoch: int) -> bytes:
+    """Where a consortium epoch's entry sits in the registry map."""
+    return hashlib.sha256(REGISTRY_EPOCH_TAG + epoch.to_bytes(8, "big")).digest()
+
+
+def entry_hash(entry_bytes: bytes) -> bytes:
+    """The value hash a map leaf holds for an entry's canonical bytes."""
+    return hashlib.sha256(entry_bytes).digest()
 
 
 class RuleError(ValueError):
@@ -49,57 +107,129 @@ class RuleError(ValueError):
 
 class CredentialStatus(enum.StrEnum):
     ISSUED = "issued"
+    SUSPENDED = "suspended"
     REVOKED = "revoked"
+    # Not stored: derived by whoever reads an entry.
+    EXPIRED = "expired"
     UNKNOWN = "unknown"
+
+
+class IssuerStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ROTATED = "rotated"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class Endorsement:
+    endorser_key: bytes
+    achievement_type: str
+    leaf_index: int
 
 
 @dataclass(frozen=True, slots=True)
 class IssuerEntry:
+    """An issuer key's registration and standing.
+
+    `issuer_id` is the first key of the issuer: the identity that rotation
+    carries from key to key and that status changes are checked against.
+    The key signs from leaf `leaf_index` (its registration, or the rotation
+    that introduced it) until `changed_leaf` (its rotation or retirement;
+    -1 while active), so a verifier can tell that a credential was signed
+    while its key was in force.
+    """
+
     issuer_key: bytes
     name: str
     country: str
     web_origin: str
     registered_by: bytes
     leaf_index: int
+    issuer_id: bytes = b""
+    status: IssuerStatus = IssuerStatus.ACTIVE
+    successor: bytes = b""
+    changed_leaf: int = -1
+    endorsements: tuple[Endorsement, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.issuer_id:
+            object.__setattr__(self, "issuer_id", self.issuer_key)
+
+    @property
+    def active(self) -> bool:
+        return self.status is IssuerStatus.ACTIVE
+
+    def in_force_at(self, leaf: int) -> bool:
+        """Whether this key could sign the record at log position `leaf`."""
+        return self.leaf_index < leaf and (self.changed_leaf < 0 or leaf < self.changed_leaf)
 
     def encode(self) -> bytes:
         return codec.encode({
-            "country": self.country, "leaf": self.leaf_index, "name": self.name,
-            "registered_by": self.registered_by, "web_origin": self.web_origin,
+            "changed_leaf": self.changed_leaf,
+            "country": self.country,
+            "endorsements": [[e.endorser_key, e.achievement_type, e.leaf_index] for e in self.endorsements],
+            "issuer_id": self.issuer_id,
+            "issuer_key": self.issuer_key,
+            "leaf": self.leaf_index,
+            "name": self.name,
+            "registered_by": self.registered_by,
+            "status": self.status.value,
+            "successor": self.successor,
+            "web_origin": self.web_origin,
         })
 
     @classmethod
-    def decode(cls, issuer_key: bytes, data: bytes) -> "IssuerEntry":
+    def decode(cls, data: bytes) -> "IssuerEntry":
         m = codec.decode(data)
-        return cls(issuer_key, m["name"], m["country"], m["web_origin"], m["registered_by"], m["leaf"])
+        return cls(
+            m["issuer_key"], m["name"], m["country"], m["web_origin"], m["registered_by"], m["leaf"],
+            m["issuer_id"], IssuerStatus(m["status"]), m["successor"], m["changed_leaf"],
+            tuple(Endorsement(k, t, leaf) for k, t, leaf in m["endorsements"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class CredentialEntry:
+    """A credential's current status; `changed_*` describe the last status change."""
+
     credential_id: bytes
     status: CredentialStatus
     issuer_key: bytes
     issued_at: int
     expires_at: int
     issuance_leaf: int
-    revocation_leaf: int = -1
-    revoked_at: int = 0
+    changed_leaf: int = -1
+    changed_at: int = 0
     reason: str = ""
+
+    def status_at(self, now: int) -> CredentialStatus:
+        """The status a verifier reports at unix time `now` (expiry is derived)."""
+        if self.status is CredentialStatus.ISSUED and self.expires_at and now >= self.expires_at:
+            return CredentialStatus.EXPIRED
+        return self.status
 
     def encode(self) -> bytes:
         return codec.encode({
-            "expires_at": self.expires_at, "issuance_leaf": self.issuance_leaf,
-            "issued_at": self.issued_at, "issuer": self.issuer_key, "reason": self.reason,
-            "revocation_leaf": self.revocation_leaf, "revoked_at": self.revoked_at,
+            "changed_at": self.changed_at,
+            "changed_leaf": self.changed_leaf,
+            "credential_id": self.credential_id,
+            "expires_at": self.expires_at,
+            "issuance_leaf": self.issuance_leaf,
+            "issued_at": self.issued_at,
+            "issuer": self.issuer_key,
+            "reason": self.reason,
             "status": self.status.value,
         })
 
     @classmethod
-    def decode(cls, credential_id: bytes, data: bytes) -> "CredentialEntry":
+    def decode(cls, data: bytes) -> "CredentialEntry":
         m = codec.decode(data)
+        status = CredentialStatus(m["status"])
+        if status not in (CredentialStatus.ISSUED, CredentialStatus.SUSPENDED, CredentialStatus.REVOKED):
+            raise ValueError(f"stored status {status} is not a state")
         return cls(
-            credential_id, CredentialStatus(m["status"]), m["issuer"], m["issued_at"], m["expires_at"],
-            m["issuance_leaf"], m["revocation_leaf"], m["revoked_at"], m["reason"],
+            m["credential_id"], status, m["issuer"], m["issued_at"], m["expires_at"],
+            m["issuance_leaf"], m["changed_leaf"], m["changed_at"], m["reason"],
         )
 
 
@@ -108,11 +238,20 @@ class StateView(Protocol):
     def credential(self, credential_id: bytes) -> CredentialEntry | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """A delta sealed against committed state: its root and the map writes."""
+
+    root: bytes
+    credentials: MapUpdate
+    registry: MapUpdate
+
+
 class StoreStateView:
-    """Committed state read from a `Store`.
+    """Committed state read from a `Store`, with its two authenticated maps.
 
     Issuers are few and read by every record, so their decoded entries are
-    cached; `committed` keeps the cache in step with the store.
+    cached; `committed` keeps the cache and the maps in step with the store.
     """
 
     ISSUER_CACHE_MAX = 100_000
@@ -120,6 +259,26 @@ class StoreStateView:
     def __init__(self, store) -> None:
         self._store = store
         self._issuers: dict[bytes, IssuerEntry | None] = {}
+        self._consortium: ConsortiumEntry | None = None
+        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX)
+        self.registry_map = SparseMerkleMap(store, REGISTRY_MAP_PREFIX)
+
+    def root(self) -> bytes:
+        return state_root(self.credential_map.root(), self.registry_map.root())
+
+    def epochs(self) -> list[ConsortiumEntry]:
+        """Every consortium epoch, in order (empty before genesis is written)."""
+        return [ConsortiumEntry.decode(value) for _, value in self._store.iterate(EPOCH_PREFIX)]
+
+    def consortium(self) -> ConsortiumEntry | None:
+        """The latest epoch: the configuration in force from the next block."""
+        if self._consortium is None:
+            last = next(iter(self._store.iterate(EPOCH_PREFIX, reverse=True)), None)
+            self._consortium = None if last is None else ConsortiumEntry.decode(last[1])
+        return self._consortium
+
+    def epoch_bytes(self, epoch: int) -> bytes | None:
+        return self._store.get(EPOCH_PREFIX + epoch.to_bytes(8, "big"))
 
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
         try:
@@ -127,34 +286,60 @@ class StoreStateView:
         except KeyError:
             pass
         data = self._store.get(ISSUER_PREFIX + issuer_key)
-        entry = None if data is None else IssuerEntry.decode(issuer_key, data)
+        entry = None if data is None else IssuerEntry.decode(data)
         if len(self._issuers) >= self.ISSUER_CACHE_MAX:
             self._issuers.clear()
         self._issuers[issuer_key] = entry
         return entry
 
-    def committed(self, delta: "StateDelta") -> None:
-        """The store now holds `delta`: refresh cached entries it changed."""
-        for key, entry in delta.issuers.items():
-            self._issuers[key] = entry
+    def issuer_bytes(self, issuer_key: bytes) -> bytes | None:
+        return self._store.get(ISSUER_PREFIX + issuer_key)
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
-        return None if data is None else CredentialEntry.decode(credential_id, data)
+        return None if data is None else CredentialEntry.decode(data)
+
+    def credential_bytes(self, credential_id: bytes) -> bytes | None:
+        return self._store.get(CREDENTIAL_PREFIX + credential_id)
+
+    def seal(self, delta: "StateDelta") -> StateUpdate:
+        """The root after `delta` and the map writes; changes nothing."""
+        credentials = self.credential_map.update(
+            {key: entry_hash(data) for key, data in delta.encoded_credentials().items()}
+        )
+        changes = {issuer_path(key): entry_hash(data) for key, data in delta.encoded_issuers().items()}
+        if delta.consortium_change is not None:
+            changes[epoch_path(delta.consortium_change.epoch)] = entry_hash(delta.consortium_change.encode())
+        registry = self.registry_map.update(changes)
+        return StateUpdate(state_root(credentials.root, registry.root), credentials, registry)
+
+    def committed(self, delta: "StateDelta", update: StateUpdate) -> None:
+        """The store now holds `delta` and `update`: follow it."""
+        for key, entry in delta.issuers.items():
+            self._issuers[key] = entry
+        if delta.consortium_change is not None:
+            self._consortium = delta.consortium_change
+        self.credential_map.committed(update.credentials)
+        self.registry_map.committed(update.registry)
 
 
 class StateDelta:
     """Changes on top of a base view, built by applying records in order.
 
     A delta is also a `StateView`, so records later in the same block see the
-    effects of earlier ones. `puts()` gives the store writes to commit it.
+    effects of earlier ones. `puts()` gives the entry writes to commit it;
+    the map writes come from sealing it (`StoreStateView.seal`).
     """
 
-    def __init__(self, base: StateView, authorities: AuthoritySet) -> None:
+    def __init__(self, base: StateView, authorities: AuthoritySet, height: int = 0) -> None:
+        """Judge the records of block `height` by `authorities`, the set in force at that height."""
         self._base = base
         self._authorities = authorities
+        self._height = height
+        self.consortium_change: ConsortiumEntry | None = None
         self._issuers: dict[bytes, IssuerEntry] = {}
         self._credentials: dict[bytes, CredentialEntry] = {}
+        self._sealed: StateUpdate | None = None
 
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
         entry = self._issuers.get(issuer_key)
@@ -164,69 +349,190 @@ class StateDelta:
         entry = self._credentials.get(credential_id)
         return entry if entry is not None else self._base.credential(credential_id)
 
+    def consortium(self) -> ConsortiumEntry | None:
+        if self.consortium_change is not None:
+            return self.consortium_change
+        base = getattr(self._base, "consortium", None)
+        return base() if base is not None else None
+
     def check(self, record: SignedRecord) -> None:
         """Raise RuleError if `record` may not be applied now; change nothing."""
-        self._judge(record, leaf_index=-1)
+        self._judge(record, -1)
 
     def apply(self, record: SignedRecord, leaf_index: int) -> None:
         """Apply `record` as leaf `leaf_index`, or raise RuleError and change nothing."""
-        key, entry = self._judge(record, leaf_index)
-        if isinstance(entry, IssuerEntry):
-            self._issuers[key] = entry
-        else:
-            self._credentials[key] = entry
+        if self._sealed is not None:
+            raise RuntimeError("a sealed delta does not change")
+        for entry in self._judge(record, leaf_index):
+            if isinstance(entry, IssuerEntry):
+                self._issuers[entry.issuer_key] = entry
+            elif isinstance(entry, ConsortiumEntry):
+                self.consortium_change = entry
+            else:
+                self._credentials[entry.credential_id] = entry
 
-    def _judge(self, record: SignedRecord, leaf_index: int) -> tuple[bytes, IssuerEntry | CredentialEntry]:
+    # -- the rules ---------------------------------------------------------
+
+    def _judge(self, record: SignedRecord, leaf: int) -> list[IssuerEntry | CredentialEntry | ConsortiumEntry]:
+        """The entries `record` writes, or RuleError. Pure: reads state only."""
         body = record.body
+        signer = record.signer
+        if isinstance(body, CredentialIssuance):
+            issuer = self.issuer(signer)
+            if issuer is None:
+                raise RuleError("issuer-registered", "signer is not a registered issuer")
+            if not issuer.active:
+                raise RuleError("issuer-active", f"issuer key is {issuer.status.value}")
+            if self.credential(body.credential_id) is not None:
+                raise RuleError("credential-unique", "credential id already on the ledger")
+            return [CredentialEntry(
+                body.credential_id, CredentialStatus.ISSUED, signer, body.issued_at, body.expires_at, leaf,
+            )]
+        if isinstance(body, (CredentialRevocation, CredentialSuspension, CredentialReinstatement)):
+            return [self._status_change(record, leaf)]
         if isinstance(body, IssuerRegistration):
-            if self._authorities.by_key(record.signer) is None:
+            if self._authorities.by_key(signer) is None:
                 raise RuleError("issuer-registration-by-authority", "only an authority may register issuers")
             if self.issuer(body.issuer_key) is not None:
                 raise RuleError("issuer-unique", "issuer key already registered")
-            return body.issuer_key, IssuerEntry(
-                body.issuer_key, body.name, body.country, body.web_origin, record.signer, leaf_index
-            )
-        if isinstance(body, CredentialIssuance):
-            if self.issuer(record.signer) is None:
-                raise RuleError("issuer-registered", "signer is not a registered issuer")
-            if self.credential(body.credential_id) is not None:
-                raise RuleError("credential-unique", "credential id already on the ledger")
-            return body.credential_id, CredentialEntry(
-                body.credential_id, CredentialStatus.ISSUED, record.signer,
-                body.issued_at, body.expires_at, leaf_index,
-            )
-        if isinstance(body, CredentialRevocation):
-            current = self.credential(body.credential_id)
+            return [IssuerEntry(body.issuer_key, body.name, body.country, body.web_origin, signer, leaf)]
+        if isinstance(body, (IssuerRotation, IssuerRetirement)):
+            current = self._managed_issuer(body.issuer_key, signer)
+            if isinstance(body, IssuerRetirement):
+                return [replace(current, status=IssuerStatus.RETIRED, changed_leaf=leaf)]
+            if self.issuer(body.new_key) is not None:
+                raise RuleError("issuer-unique", "new key already registered")
+            return [
+                replace(current, status=IssuerStatus.ROTATED, successor=body.new_key, changed_leaf=leaf),
+                replace(current, issuer_key=body.new_key, leaf_index=leaf),
+            ]
+        if isinstance(body, IssuerEndorsement):
+            return [self._endorsement(body, signer, leaf)]
+        if isinstance(body, ConsortiumChange):
+            if self.consortium_change is not None:
+                raise RuleError("governance-one-per-block", "a block holds at most one consortium change")
+            current = self.consortium()
             if current is None:
-                raise RuleError("credential-exists", "credential was never issued")
-            if current.status is CredentialStatus.REVOKED:
-                raise RuleError("credential-not-revoked", "credential is already revoked")
-            issuer = self.issuer(current.issuer_key)
-            allowed = {current.issuer_key} | ({issuer.registered_by} if issuer else set())
-            if record.signer not in allowed:
-                raise RuleError(
-                    "revocation-by-issuer", "only the issuer, or the authority that registered it, may revoke"
-                )
-            return body.credential_id, CredentialEntry(
-                current.credential_id, CredentialStatus.REVOKED, current.issuer_key, current.issued_at,
-                current.expires_at, current.issuance_leaf, leaf_index, body.revoked_at, body.reason.value,
-            )
+                raise RuleError("governance-disabled", "this ledger view takes no consortium changes")
+            try:
+                return [current.apply(body, signer, self._height, leaf)]
+            except GovernanceError as error:
+                raise RuleError(error.rule, error.detail) from None
         raise RuleError("record-kind", f"no rule for {type(body).__name__}")
+
+    def _managed_issuer(self, issuer_key: bytes, signer: bytes) -> IssuerEntry:
+        """The active issuer entry `signer` may rotate or retire."""
+        current = self.issuer(issuer_key)
+        if current is None:
+            raise RuleError("issuer-registered", "issuer key is not registered")
+        if not current.active:
+            raise RuleError("issuer-active", f"issuer key is {current.status.value}")
+        if signer != issuer_key and not self._is_registering_authority(current, signer):
+            raise RuleError("issuer-change-by-issuer", "only the issuer, or the authority that registered it, may")
+        return current
+
+    def _is_registering_authority(self, issuer: IssuerEntry, signer: bytes) -> bool:
+        return signer == issuer.registered_by and self._authorities.by_key(signer) is not None
+
+    def _status_change(self, record: SignedRecord, leaf: int) -> CredentialEntry:
+        body = record.body
+        current = self.credential(body.credential_id)
+        if current is None:
+            raise RuleError("credential-exists", "credential was never issued")
+        issuer = self.issuer(current.issuer_key)
+        signer_entry = self.issuer(record.signer)
+        by_issuer = (
+            issuer is not None and signer_entry is not None and signer_entry.active
+            and signer_entry.issuer_id == issuer.issuer_id
+        )
+        if not by_issuer and not (issuer is not None and self._is_registering_authority(issuer, record.signer)):
+            raise RuleError(
+                "status-change-by-issuer",
+                "only an active key of the issuer, or the authority that registered it, may change a status",
+            )
+        if current.status is CredentialStatus.REVOKED:
+            raise RuleError("credential-not-revoked", "credential is revoked for good")
+        if isinstance(body, CredentialRevocation):
+            return replace(
+                current, status=CredentialStatus.REVOKED, changed_leaf=leaf,
+                changed_at=body.revoked_at, reason=body.reason.value,
+            )
+        if isinstance(body, CredentialSuspension):
+            if current.status is CredentialStatus.SUSPENDED:
+                raise RuleError("credential-not-suspended", "credential is already suspended")
+            return replace(
+                current, status=CredentialStatus.SUSPENDED, changed_leaf=leaf,
+                changed_at=body.suspended_at, reason="",
+            )
+        if current.status is not CredentialStatus.SUSPENDED:
+            raise RuleError("credential-suspended", "only a suspended credential is reinstated")
+        return replace(
+            current, status=CredentialStatus.ISSUED, changed_leaf=leaf, changed_at=body.reinstated_at, reason="",
+        )
+
+    def _endorsement(self, body: IssuerEndorsement, signer: bytes, leaf: int) -> IssuerEntry:
+        endorsed = self.issuer(body.issuer_key)
+        if endorsed is None:
+            raise RuleError("issuer-registered", "endorsed key is not a registered issuer")
+        if not endorsed.active:
+            raise RuleError("issuer-active", f"endorsed issuer key is {endorsed.status.value}")
+        if self._authorities.by_key(signer) is None:
+            endorser = self.issuer(signer)
+            if endorser is None or not endorser.active:
+                raise RuleError("endorsement-by-member", "only an authority or an active issuer may endorse")
+            if endorser.issuer_id == endorsed.issuer_id:
+                raise RuleError("endorsement-of-other", "an issuer does not endorse itself")
+        if any(e.endorser_key == signer and e.achievement_type == body.achievement_type for e in endorsed.endorsements):
+            raise RuleError("endorsement-unique", "already endorsed")
+        if len(endorsed.endorsements) >= ENDORSEMENTS_MAX:
+            raise RuleError("endorsements-max", f"an issuer holds at most {ENDORSEMENTS_MAX} endorsements")
+        endorsements = (*endorsed.endorsements, Endorsement(signer, body.achievement_type, leaf))
+        return replace(endorsed, endorsements=endorsements)
+
+    # -- results -----------------------------------------------------------
 
     @property
     def issuers(self) -> dict[bytes, IssuerEntry]:
         """Issuer entries this delta changed."""
         return self._issuers
 
+    @property
+    def credentials(self) -> dict[bytes, CredentialEntry]:
+        """Credential entries this delta changed."""
+        return self._credentials
+
+    def encoded_issuers(self) -> dict[bytes, bytes]:
+        return {key: entry.encode() for key, entry in self._issuers.items()}
+
+    def encoded_credentials(self) -> dict[bytes, bytes]:
+        return {key: entry.encode() for key, entry in self._credentials.items()}
+
+    def seal(self) -> StateUpdate:
+        """Fix the delta and compute its root over the committed base (once)."""
+        if self._sealed is None:
+            if not isinstance(self._base, StoreStateView):
+                raise TypeError("only a delta over committed state is sealed")
+            self._sealed = self._base.seal(self)
+        return self._sealed
+
     def absorb(self, other: "StateDelta") -> None:
         """Take on the changes of `other`, a delta built on top of this one."""
         self._issuers.update(other._issuers)
         self._credentials.update(other._credentials)
+        if other.consortium_change is not None:
+            self.consortium_change = other.consortium_change
 
     def puts(self) -> list[tuple[bytes, bytes]]:
-        puts = [(ISSUER_PREFIX + k, e.encode()) for k, e in self._issuers.items()]
-        puts += [(CREDENTIAL_PREFIX + k, e.encode()) for k, e in self._credentials.items()]
+        """Entry writes, then (if sealed) the authenticated maps' writes."""
+        puts = [(ISSUER_PREFIX + k, data) for k, data in self.encoded_issuers().items()]
+        puts += [(CREDENTIAL_PREFIX + k, data) for k, data in self.encoded_credentials().items()]
+        if self.consortium_change is not None:
+            change = self.consortium_change
+            puts.append((EPOCH_PREFIX + change.epoch.to_bytes(8, "big"), change.encode()))
+        if self._sealed is not None:
+            puts += self._sealed.credentials.puts
+            puts += self._sealed.registry.puts
         return puts
 
     def __len__(self) -> int:
-        return len(self._issuers) + len(self._credentials)
+        return len(self._issuers) + len(self._credentials) + (self.consortium_change is not None)

@@ -7,9 +7,16 @@ import pytest
 from ledger import codec, crypto
 from ledger.merkle import leaf_hash
 from ledger.records import (
+    BODY_TYPES,
+    ConsortiumChange,
     CredentialIssuance,
+    CredentialReinstatement,
     CredentialRevocation,
+    CredentialSuspension,
+    IssuerEndorsement,
     IssuerRegistration,
+    IssuerRetirement,
+    IssuerRotation,
     RecordError,
     RevocationReason,
     SignedRecord,
@@ -23,7 +30,41 @@ BODIES = [
     IssuerRegistration(KEY.public_key, "Facultad de Ciencias", "MX", "https://fc.example.mx"),
     CredentialIssuance(CID, 1_700_000_000, 1_800_000_000),
     CredentialRevocation(CID, RevocationReason.KEY_COMPROMISE, 1_700_000_100),
+    CredentialSuspension(CID, 1_700_000_050),
+    CredentialReinstatement(CID, 1_700_000_060),
+    IssuerRotation(KEY.public_key, seeded_key("issuer-2").public_key),
+    IssuerRetirement(KEY.public_key),
+    IssuerEndorsement(KEY.public_key, "Certificate"),
+    ConsortiumChange(
+        3, "authority.add", "inst-9", seeded_key("inst-9").public_key, "http://127.0.0.1:7009",
+        approvals=((bytes(32), bytes(64)), (b"\x01" * 32, b"\x02" * 64)),
+    ),
 ]
+
+
+def test_every_record_kind_is_exercised():
+    assert {type(body) for body in BODIES} == set(BODY_TYPES.values())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: IssuerRotation(KEY.public_key, KEY.public_key),
+    lambda: IssuerRotation(KEY.public_key, b"short"),
+    lambda: IssuerRetirement(b"\x00" * 31),
+    lambda: IssuerEndorsement(KEY.public_key, "x" * 101),
+    lambda: IssuerEndorsement(KEY.public_key, "tab\there"),
+    lambda: CredentialSuspension(CID[:31], 1),
+    lambda: CredentialReinstatement(CID, -1),
+    lambda: ConsortiumChange(0, "authority.promote", "x"),
+    lambda: ConsortiumChange(0, "authority.add", "inst-9"),
+    lambda: ConsortiumChange(0, "authority.remove", "inst-1", KEY.public_key),
+    lambda: ConsortiumChange(0, "policy.set", block_records_max=0),
+    lambda: ConsortiumChange(0, "policy.set", block_records_max=10, approvals=((b"\x01" * 32, bytes(64)), (bytes(32), bytes(64)))),
+    lambda: ConsortiumChange(0, "policy.set", block_records_max=10, approvals=((bytes(32), bytes(64)),) * 2),
+], ids=["rotate-to-itself", "short-new-key", "short-key", "long-type", "control-chars", "short-id", "negative-time",
+        "unknown-action", "add-without-key", "remove-with-key", "empty-policy", "unsorted-approvals", "repeated-approver"])
+def test_bad_fields_are_refused(make):
+    with pytest.raises(RecordError):
+        make()
 
 
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: b.KIND)

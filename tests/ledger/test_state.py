@@ -7,12 +7,23 @@ import hashlib
 import pytest
 
 from ledger.genesis import AuthoritySet
-from ledger.records import CredentialIssuance, CredentialRevocation, IssuerRegistration, SignedRecord
-from ledger.state import CredentialStatus, RuleError, StateDelta
+from ledger.records import (
+    CredentialIssuance,
+    CredentialReinstatement,
+    CredentialRevocation,
+    CredentialSuspension,
+    IssuerEndorsement,
+    IssuerRegistration,
+    IssuerRetirement,
+    IssuerRotation,
+    SignedRecord,
+)
+from ledger.state import CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus, RuleError, StateDelta
 from tests.conftest import make_consortium, seeded_key
 
 C = make_consortium(1)
 AUTHORITY, ISSUER, OTHER, STRANGER = C.authority, C.issuer, seeded_key("other-issuer"), seeded_key("stranger")
+NEW, NEWER = seeded_key("issuer-new-key"), seeded_key("issuer-newer-key")
 CID = hashlib.sha256(b"cred").digest()
 
 
@@ -26,6 +37,26 @@ def issue(by=ISSUER, cid=CID, at=100):
 
 def revoke(by=ISSUER, cid=CID, at=200):
     return SignedRecord.sign(CredentialRevocation(cid, "withdrawn", at), by)
+
+
+def suspend(by=ISSUER, cid=CID, at=150):
+    return SignedRecord.sign(CredentialSuspension(cid, at), by)
+
+
+def reinstate(by=ISSUER, cid=CID, at=160):
+    return SignedRecord.sign(CredentialReinstatement(cid, at), by)
+
+
+def rotate(old=ISSUER, new=NEW, by=None):
+    return SignedRecord.sign(IssuerRotation(old.public_key, new.public_key), by or old)
+
+
+def retire(issuer=ISSUER, by=None):
+    return SignedRecord.sign(IssuerRetirement(issuer.public_key), by or issuer)
+
+
+def endorse(issuer=ISSUER, by=AUTHORITY, kind=""):
+    return SignedRecord.sign(IssuerEndorsement(issuer.public_key, kind), by)
 
 
 # (name, steps): each step is (record, None if accepted else the rule that refuses it)
@@ -47,17 +78,55 @@ SCENARIOS = [
         (register(ISSUER), None), (register(OTHER), None),
         (issue(), None), (issue(at=101), "credential-unique"), (issue(by=OTHER), "credential-unique"),
     ]),
-    ("only a credential that exists can be revoked", [
-        (register(ISSUER), None), (revoke(), "credential-exists"),
+    ("only a credential that exists can be revoked, suspended or reinstated", [
+        (register(ISSUER), None), (revoke(), "credential-exists"), (suspend(), "credential-exists"),
+        (reinstate(), "credential-exists"),
     ]),
     ("revocation is final", [
         (register(ISSUER), None), (issue(), None), (revoke(), None), (revoke(at=201), "credential-not-revoked"),
+        (suspend(), "credential-not-revoked"), (reinstate(), "credential-not-revoked"),
     ]),
-    ("another issuer cannot revoke", [
-        (register(ISSUER), None), (register(OTHER), None), (issue(), None), (revoke(by=OTHER), "revocation-by-issuer"),
+    ("another issuer cannot change a status", [
+        (register(ISSUER), None), (register(OTHER), None), (issue(), None),
+        (revoke(by=OTHER), "status-change-by-issuer"), (suspend(by=OTHER), "status-change-by-issuer"),
+        (suspend(by=STRANGER), "status-change-by-issuer"),
     ]),
     ("the registering authority can revoke its issuer's credential", [
         (register(ISSUER), None), (issue(), None), (revoke(by=AUTHORITY), None),
+    ]),
+    ("suspension is reversible, and a suspended credential can still be revoked", [
+        (register(ISSUER), None), (issue(), None), (reinstate(), "credential-suspended"),
+        (suspend(), None), (suspend(at=151), "credential-not-suspended"), (reinstate(), None),
+        (suspend(by=AUTHORITY, at=170), None), (revoke(), None),
+    ]),
+    ("a rotated key signs nothing more; the new key issues and manages old credentials", [
+        (register(ISSUER), None), (issue(), None), (rotate(), None),
+        (issue(cid=b"\x01" * 32), "issuer-active"), (suspend(), "status-change-by-issuer"),
+        (issue(by=NEW, cid=b"\x02" * 32), None), (suspend(by=NEW), None), (reinstate(by=NEW), None),
+        (rotate(), "issuer-active"), (rotate(old=NEW, new=ISSUER), "issuer-unique"),
+        (rotate(old=NEW, new=NEWER, by=AUTHORITY), None), (revoke(by=NEWER), None),
+    ]),
+    ("only the issuer or its authority rotates or retires it", [
+        (register(ISSUER), None), (register(OTHER), None),
+        (rotate(by=OTHER), "issuer-change-by-issuer"), (retire(by=OTHER), "issuer-change-by-issuer"),
+        (rotate(old=STRANGER, new=NEW), "issuer-registered"), (rotate(new=OTHER), "issuer-unique"),
+    ]),
+    ("a retired key signs nothing more, but its authority still manages its credentials", [
+        (register(ISSUER), None), (issue(), None), (retire(), None), (retire(), "issuer-active"),
+        (issue(cid=b"\x03" * 32), "issuer-active"), (suspend(), "status-change-by-issuer"),
+        (rotate(), "issuer-active"), (revoke(by=AUTHORITY), None),
+    ]),
+    ("authorities and other active issuers endorse an active issuer, once per achievement type", [
+        (register(ISSUER), None), (register(OTHER), None),
+        (endorse(), None), (endorse(), "endorsement-unique"), (endorse(kind="Certificate"), None),
+        (endorse(by=OTHER), None), (endorse(by=ISSUER), "endorsement-of-other"),
+        (endorse(by=STRANGER), "endorsement-by-member"), (endorse(issuer=STRANGER), "issuer-registered"),
+        (retire(issuer=OTHER), None), (endorse(by=OTHER, kind="Course"), "endorsement-by-member"),
+        (endorse(issuer=OTHER), "issuer-active"),
+    ]),
+    ("endorsements follow the issuer to its new key", [
+        (register(ISSUER), None), (register(OTHER), None), (endorse(), None), (rotate(), None),
+        (endorse(issuer=NEW, by=OTHER), None), (endorse(issuer=NEW), "endorsement-unique"),
     ]),
 ]
 
@@ -89,9 +158,39 @@ def test_state_entries_record_where_things_happened():
     delta = StateDelta(EmptyState(), C.genesis.authority_set)
     delta.apply(register(ISSUER), 0)
     delta.apply(issue(), 1)
-    delta.apply(revoke(), 2)
+    delta.apply(suspend(), 2)
+    assert delta.credential(CID).status is CredentialStatus.SUSPENDED
+    delta.apply(revoke(), 3)
     entry = delta.credential(CID)
-    assert (entry.status, entry.issuance_leaf, entry.revocation_leaf, entry.reason) == (
-        CredentialStatus.REVOKED, 1, 2, "withdrawn"
+    assert (entry.status, entry.issuance_leaf, entry.changed_leaf, entry.changed_at, entry.reason) == (
+        CredentialStatus.REVOKED, 1, 3, 200, "withdrawn"
     )
     assert delta.issuer(ISSUER.public_key).registered_by == AUTHORITY.public_key
+
+
+def test_rotation_hands_the_identity_to_the_new_key_and_bounds_the_old_one():
+    delta = StateDelta(EmptyState(), C.genesis.authority_set)
+    delta.apply(register(ISSUER), 0)
+    delta.apply(endorse(), 1)
+    delta.apply(rotate(), 2)
+    old, new = delta.issuer(ISSUER.public_key), delta.issuer(NEW.public_key)
+    assert (old.status, old.successor, old.changed_leaf) == (IssuerStatus.ROTATED, NEW.public_key, 2)
+    assert (new.status, new.issuer_id, new.leaf_index, new.name) == (IssuerStatus.ACTIVE, ISSUER.public_key, 2, old.name)
+    assert [e.endorser_key for e in new.endorsements] == [AUTHORITY.public_key]
+    assert old.in_force_at(1) and not old.in_force_at(3) and not new.in_force_at(2) and new.in_force_at(3)
+
+
+def test_expiry_is_derived_from_the_clock_not_stored():
+    entry = CredentialEntry(CID, CredentialStatus.ISSUED, ISSUER.public_key, 100, 1_000, 1)
+    assert entry.status_at(999) is CredentialStatus.ISSUED
+    assert entry.status_at(1_000) is CredentialStatus.EXPIRED
+    revoked = CredentialEntry(CID, CredentialStatus.REVOKED, ISSUER.public_key, 100, 1_000, 1, 2, 500, "fraud")
+    assert revoked.status_at(2_000) is CredentialStatus.REVOKED
+
+
+@pytest.mark.parametrize("entry", [
+    CredentialEntry(CID, CredentialStatus.REVOKED, ISSUER.public_key, 100, 1_000, 1, 2, 500, "fraud"),
+    IssuerEntry(ISSUER.public_key, "U", "MX", "", AUTHORITY.public_key, 3),
+])
+def test_entries_round_trip_through_their_canonical_bytes(entry):
+    assert type(entry).decode(entry.encode()) == entry

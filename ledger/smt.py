@@ -1,0 +1,636 @@
+r"""The authenticated map: a compressed sparse Merkle tree stored in tiles.
+
+Theory of operation
+-------------------
+`ledger.smt_proof` fixes the tree (docs/state.md, "Authenticated map"):
+256-bit key paths, a subtree with one leaf hashes to that leaf, an empty one
+to EMPTY, any other to node_hash(left, right). This module keeps that tree
+in a `Store` and builds its roots and proofs; it never sees entries, only
+their 32-byte value hashes.
+
+A position is (depth, the first `depth` bits of a path). Each non-empty
+position of the canonical tree has a 65-byte value, the preimage of its
+hash, so hash(position) = SHA-256(value):
+
+    0x11 || left hash || right hash     a subtree with >= 2 leaves (a node)
+    0x10 || leaf key  || value hash     a subtree with one leaf
+
+Positions are stored in tiles of TILE_HEIGHT = 4 levels, like the 16-way
+nodes of Diem's Jellyfish Merkle tree: the tile of band depth b (a multiple
+of 4) at path p holds the non-empty positions of depths b .. b + 3 below
+(b, p), in heap order (slot 0 is (b, p), the children of slot s are slots
+2s + 1 (left) and 2s + 2 (right)):
+
+                      slot 0                     depth b
+               1                 2               depth b + 1
+           3       4         5       6           depth b + 2
+          7 8     9 10     11 12   13 14         depth b + 3
+                                                 (depth b + 4: the next tiles)
+
+    key    prefix || b (u16, big-endian) || the first ceil(b / 8) bytes of p,
+           bits past b zeroed
+    value  u16 bitmap (bit 15 - s set iff slot s is non-empty; bit 0 zero)
+           || the values of the non-empty slots, in slot order
+
+A tile exists iff its slot 0 is non-empty. A proof walk reads one tile per
+four levels instead of one entry per level: at 10M random keys about 2.6
+store reads below the cache instead of about 10, which is what keeps proofs
+fast when the store is far larger than LevelDB's block cache. A tile holds
+at most 15 values (977 bytes); one deep in a large tree holds a few.
+
+Keys are never deleted, so a non-empty position stays non-empty: a leaf that
+gains a neighbour is replaced, in the same slot, by a node, and moves down to
+positions that were empty. Writes are only puts, and the store holds exactly
+the tiles of the canonical tree (the tests check this against a reference).
+
+Updates
+-------
+`update(changes)` computes the new root and the puts of a batch without
+writing anything. It sorts the changed keys and descends the stored tree
+once, splitting the sorted keys at each node's bit (a bisection), and down a
+path alone once only one key is left, so a subtree with no change is neither
+read nor hashed, and every changed position is read once and rebuilt once,
+bottom-up. Positions are rebuilt in post-order, so a tile is complete when
+its slot 0 is rebuilt: it is encoded and put then, once. The caller writes
+`MapUpdate.puts` in its own batch and then calls `committed(update)`;
+updates never touch the committed state, so competing proposals can be
+computed from one state and all but one dropped.
+
+Cache
+-----
+Tiles of band depth < `cache_depth` (default 16, a multiple of 4: at most
+4,369 tiles, under 5 MB) are kept in memory once read, one dict per band
+keyed by the path as an int, and `committed` puts the new ones there.
+`warm_cache` loads them all with one ordered scan per band.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ledger.smt_proof import (
+    EMPTY,
+    HASH_SIZE,
+    KEY_BITS,
+    KEY_SIZE,
+    LEAF_TAG,
+    NODE_TAG,
+    PREFIX_BITS_MAX,
+    PrefixProof,
+    Proof,
+)
+from ledger.store import Store, WriteBatch
+
+CACHE_DEPTH = 16
+TILE_HEIGHT = 4
+LEAVES_MAX = 4096
+LOAD_PUTS_MAX = 100_000
+"""`load` writes its puts in store batches of about this many."""
+
+_sha256 = hashlib.sha256
+_LEAF = LEAF_TAG[0]
+_NODE = NODE_TAG[0]
+_VALUE_SIZE = 1 + 2 * HASH_SIZE
+_SLOTS = (1 << TILE_HEIGHT) - 1
+_BANDS = KEY_BITS // TILE_HEIGHT + 1  # band depths 0, 4, ..., 256
+# Path bytes of a tile key at each depth: ceil(depth / 8) of them, and how a
+# key (as an int) turns into them.
+_PATH_BYTES = [(depth + 7) // 8 for depth in range(KEY_BITS + 1)]
+_PATH_SHIFT = [KEY_BITS - 8 * size for size in _PATH_BYTES]
+_DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
+
+
+class MapError(ValueError):
+    """The caller misused the map: a malformed key or value hash, a bad
+    prefix, an update committed out of turn."""
+
+
+class TooManyLeavesError(MapError):
+    """More leaves than allowed sit under the prefix asked for."""
+
+    def __init__(self, leaves_max: int) -> None:
+        super().__init__(f"more than {leaves_max} leaves under the prefix")
+        self.leaves_max = leaves_max
+
+
+class MissingNodeError(LookupError):
+    """The store lacks a tile or position the tree says it holds, or holds a
+    malformed one: the store is corrupt."""
+
+
+@dataclass(frozen=True, slots=True)
+class MapUpdate:
+    """A batch of changes computed against one committed root.
+
+    `puts` are the (store key, value) pairs to write, each key once; `root`
+    is the map's root once they are written. Pass it to
+    `SparseMerkleMap.committed` after the store write succeeded.
+    """
+
+    base_root: bytes
+    root: bytes
+    puts: list[tuple[bytes, bytes]]
+    cached: list[tuple[int, int, bytes]] = field(default_factory=list, repr=False)
+    """(band, path, tile) of the puts the map's cache keeps."""
+
+    def add_to(self, batch: WriteBatch) -> None:
+        """Append the puts to `batch`."""
+        batch.ops.extend(self.puts)
+
+
+# -- tiles ---------------------------------------------------------------------
+
+
+def _slot_of(depth: int, path: int) -> int:
+    """The slot of position (depth, path) in its tile."""
+    row = depth & 3
+    return (1 << row) - 1 + ((path >> (KEY_BITS - depth)) & ((1 << row) - 1))
+
+
+def _slot_value(tile: bytes, slot: int) -> bytes | None:
+    bitmap = tile[0] << 8 | tile[1]
+    if not bitmap >> (15 - slot) & 1:
+        return None
+    offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
+    return tile[offset:offset + _VALUE_SIZE]
+
+
+def _decode_tile(tile: bytes | None) -> list[bytes | None]:
+    slots: list[bytes | None] = [None] * _SLOTS
+    if tile is not None:
+        bitmap = tile[0] << 8 | tile[1]
+        offset = 2
+        for slot in range(_SLOTS):
+            if bitmap >> (15 - slot) & 1:
+                slots[slot] = tile[offset:offset + _VALUE_SIZE]
+                offset += _VALUE_SIZE
+    return slots
+
+
+def _encode_tile(slots: list[bytes | None]) -> bytes:
+    bitmap = 0
+    for slot, value in enumerate(slots):
+        if value is not None:
+            bitmap |= 1 << (15 - slot)
+    return bitmap.to_bytes(2, "big") + b"".join([value for value in slots if value is not None])
+
+
+def _check_tile(tile: bytes, band: int) -> bytes:
+    bitmap = tile[0] << 8 | tile[1] if len(tile) >= 2 else 0
+    if not bitmap & 0x8000 or bitmap & 1 or len(tile) != 2 + _VALUE_SIZE * bitmap.bit_count():
+        raise MissingNodeError(f"malformed map tile at depth {band * TILE_HEIGHT}")
+    return tile
+
+
+class SparseMerkleMap:
+    """A map of 32-byte keys to 32-byte value hashes in `store` under `prefix`.
+
+    Invariant: the store holds, under `prefix`, exactly the tiles of the
+    canonical tree of the committed state (plus, after an interrupted `load`,
+    tiles no path reaches); `root()` is the hash of slot 0 of the depth-0
+    tile (EMPTY if there is none); every cached tile equals the stored one.
+    """
+
+    def __init__(self, store: Store, prefix: bytes, cache_depth: int = CACHE_DEPTH) -> None:
+        if type(cache_depth) is not int or not 0 <= cache_depth <= KEY_BITS or cache_depth % TILE_HEIGHT:
+            raise MapError(f"cache_depth must be a multiple of {TILE_HEIGHT} in 0..{KEY_BITS}")
+        self._store = store
+        self._prefix = bytes(prefix)
+        self._band_keys = [self._prefix + (band * TILE_HEIGHT).to_bytes(2, "big") for band in range(_BANDS)]
+        self._cache_bands = cache_depth // TILE_HEIGHT
+        self._cache: list[dict[int, bytes]] = [{} for _ in range(self._cache_bands)]
+        value = self._read(0, 0)
+        self._root = EMPTY if value is None else _sha256(value).digest()
+
+    # -- reading -----------------------------------------------------------------
+
+    def root(self) -> bytes:
+        """The committed root: EMPTY for the empty map."""
+        return self._root
+
+    def value_hash(self, key: bytes) -> bytes | None:
+        """The committed value hash of `key`, or None if the map lacks it."""
+        leaf = self.prove(key).leaf
+        return leaf[1] if leaf is not None and leaf[0] == key else None
+
+    def prove(self, key: bytes) -> Proof:
+        """The proof of `key` (membership or non-membership) against `root()`.
+
+        Reads the tiles on the key's path below `cache_depth`: in a map of n
+        random keys, about (log2(n) + 1.3 - cache_depth) / 4 + 0.5 of them.
+        """
+        path = _key_int(key)
+        tile = self._fetch(0, path)
+        if tile is None:
+            return Proof(())
+        siblings: list[bytes] = []
+        depth = 0
+        slot = 0
+        # The proof server's hot loop: slots by arithmetic, no call per level.
+        while True:
+            bitmap = tile[0] << 8 | tile[1]
+            if not bitmap >> (15 - slot) & 1:
+                raise MissingNodeError(f"map position at depth {depth} missing")
+            offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
+            tag = tile[offset]
+            if tag == _NODE:
+                if path >> (255 - depth) & 1:
+                    siblings.append(tile[offset + 1:offset + 33])
+                    child = tile[offset + 33:offset + 65]
+                    slot = 2 * slot + 2
+                else:
+                    siblings.append(tile[offset + 33:offset + 65])
+                    child = tile[offset + 1:offset + 33]
+                    slot = 2 * slot + 1
+                depth += 1
+                if child == EMPTY:
+                    return Proof(tuple(siblings))
+                if not depth & 3:
+                    tile = self._fetch(depth >> 2, path)
+                    if tile is None:
+                        raise MissingNodeError(f"map tile at depth {depth} missing")
+                    slot = 0
+            elif tag == _LEAF:
+                return Proof(tuple(siblings), (tile[offset + 1:offset + 33], tile[offset + 33:offset + 65]))
+            else:
+                raise MissingNodeError(f"map position at depth {depth} has an unknown tag")
+
+    def prove_prefix(self, prefix: bytes, bits: int, leaves_max: int = LEAVES_MAX) -> PrefixProof:
+        """The proof of every leaf whose key starts with the first `bits` bits
+        of `prefix` (1 <= bits <= 64; `prefix` holds at least `bits` bits,
+        later ones are ignored).
+
+        Raises TooManyLeavesError as soon as it finds more than `leaves_max`
+        leaves under the prefix.
+        """
+        if type(bits) is not int or not 0 < bits <= PREFIX_BITS_MAX:
+            raise MapError(f"bits must be an int in 1..{PREFIX_BITS_MAX}, got {bits!r}")
+        if type(prefix) is not bytes or not (bits + 7) // 8 <= len(prefix) <= KEY_SIZE:
+            raise MapError(f"prefix must be {(bits + 7) // 8}..{KEY_SIZE} bytes for {bits} bits")
+        path = int.from_bytes(prefix, "big") << (KEY_BITS - 8 * len(prefix)) & _DEPTH_MASK[bits]
+        siblings: list[bytes] = []
+        value = self._read(0, 0)
+        if value is None:
+            return PrefixProof(())
+        depth = 0
+        while depth < bits and value[0] == _NODE:
+            if path >> (255 - depth) & 1:
+                siblings.append(value[1:33])
+                child = value[33:]
+            else:
+                siblings.append(value[33:])
+                child = value[1:33]
+            depth += 1
+            if child == EMPTY:
+                return PrefixProof(tuple(siblings))
+            value = self._child(depth, path)
+        if value[0] == _LEAF:  # at the prefix depth or above it
+            return PrefixProof(tuple(siblings), ((value[1:33], value[33:]),))
+        return PrefixProof(tuple(siblings), tuple(self._leaves_under(depth, path, value, leaves_max)))
+
+    def _leaves_under(self, depth: int, path: int, value: bytes, leaves_max: int) -> list[tuple[bytes, bytes]]:
+        """Every leaf below the node `value` at (depth, path), in key order."""
+        leaves: list[tuple[bytes, bytes]] = []
+        stack = [(depth, path, value)]
+        while stack:
+            depth, path, value = stack.pop()
+            if value[0] == _LEAF:
+                if len(leaves) == leaves_max:
+                    raise TooManyLeavesError(leaves_max)
+                leaves.append((value[1:33], value[33:]))
+                continue
+            right_path = path | 1 << (255 - depth)
+            if value[33:] != EMPTY:
+                stack.append((depth + 1, right_path, self._child(depth + 1, right_path)))
+            if value[1:33] != EMPTY:
+                stack.append((depth + 1, path, self._child(depth + 1, path)))
+        return leaves
+
+    # -- writing -----------------------------------------------------------------
+
+    def update(self, changes: Mapping[bytes, bytes]) -> MapUpdate:
+        """The root and store puts that set each key of `changes` to its value
+        hash; changes nothing (neither the store nor this object's state).
+
+        Requires 32-byte keys and value hashes; raises MapError otherwise.
+        """
+        for key, value_hash in changes.items():
+            if type(key) is not bytes or len(key) != KEY_SIZE:
+                raise MapError("keys must be 32 bytes")
+            if type(value_hash) is not bytes or len(value_hash) != HASH_SIZE:
+                raise MapError("value hashes must be 32 bytes")
+        if not changes:
+            return MapUpdate(self._root, self._root, [], [])
+        builder = _Builder(self, sorted(changes.items()))
+        root = builder.run()
+        return MapUpdate(self._root, root, builder.puts, builder.cached)
+
+    def committed(self, update: MapUpdate) -> None:
+        """The caller wrote `update.puts` to the store: follow it.
+
+        Requires `update` computed from the current committed state; raises
+        MapError (changing nothing) otherwise.
+        """
+        if update.base_root != self._root:
+            raise MapError("the update was computed from another state than the committed one")
+        cache = self._cache
+        for band, path, tile in update.cached:
+            cache[band][path] = tile
+        self._root = update.root
+
+    def load(self, items: Iterable[tuple[bytes, bytes]], sync: bool = True) -> bytes:
+        """Fill an empty map with (key, value hash) pairs, writing to the store
+        in batches of about LOAD_PUTS_MAX puts; returns the new root.
+
+        For a first load (a bulk import, a benchmark): the same tree as
+        `update`, built without reading the store or holding all its puts in
+        memory. The root tile is written last, so an interrupted load leaves
+        an empty map (and unreachable tiles that later writes overwrite).
+        Requires an empty map and distinct 32-byte keys; raises MapError
+        otherwise.
+        """
+        if self._root != EMPTY:
+            raise MapError("load requires an empty map")
+        pairs = sorted(items)
+        for index, (key, value_hash) in enumerate(pairs):
+            if type(key) is not bytes or len(key) != KEY_SIZE:
+                raise MapError("keys must be 32 bytes")
+            if type(value_hash) is not bytes or len(value_hash) != HASH_SIZE:
+                raise MapError("value hashes must be 32 bytes")
+            if index and key == pairs[index - 1][0]:
+                raise MapError(f"key {key.hex()} appears twice")
+        if not pairs:
+            return EMPTY
+        store = self._store
+
+        def flush(puts: list[tuple[bytes, bytes]]) -> None:
+            batch = WriteBatch()
+            batch.ops = puts[:]
+            store.write(batch, sync=False)
+            puts.clear()
+
+        builder = _Builder(self, pairs, flush)
+        root = builder.run()
+        batch = WriteBatch()
+        batch.ops = builder.puts
+        store.write(batch, sync=sync)
+        self.committed(MapUpdate(self._root, root, [], builder.cached))
+        return root
+
+    def warm_cache(self) -> None:
+        """Load every tile above `cache_depth` now: one ordered scan per band."""
+        key_size = len(self._prefix) + 2
+        for band in range(self._cache_bands):
+            depth = band * TILE_HEIGHT
+            level = self._cache[band]
+            shift = _PATH_SHIFT[depth]
+            for key, tile in self._store.iterate(self._band_keys[band]):
+                path = int.from_bytes(key[key_size:], "big") << shift >> (KEY_BITS - depth)
+                level[path] = _check_tile(tile, band)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _tile_key(self, band: int, path: int) -> bytes:
+        depth = band * TILE_HEIGHT
+        return self._band_keys[band] + (
+            (path & _DEPTH_MASK[depth]) >> _PATH_SHIFT[depth]
+        ).to_bytes(_PATH_BYTES[depth], "big")
+
+    def _fetch(self, band: int, path: int) -> bytes | None:
+        """The committed tile of `band` above `path`, or None if it is empty."""
+        if band < self._cache_bands:
+            level = self._cache[band]
+            tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
+            tile = level.get(tile_path)
+            if tile is None:
+                tile = self._store.get(self._tile_key(band, path))
+                if tile is not None:
+                    level[tile_path] = _check_tile(tile, band)
+            return tile
+        tile = self._store.get(self._tile_key(band, path))
+        return tile if tile is None else _check_tile(tile, band)
+
+    def _read(self, depth: int, path: int) -> bytes | None:
+        """The committed value of position (depth, first `depth` bits of `path`), or None."""
+        tile = self._fetch(depth >> 2, path)
+        return None if tile is None else _slot_value(tile, _slot_of(depth, path))
+
+    def _child(self, depth: int, path: int) -> bytes:
+        """The value of a position its parent says is not empty."""
+        value = self._read(depth, path)
+        if value is None or value[0] not in (_LEAF, _NODE):
+            raise MissingNodeError(f"map position at depth {depth} missing or malformed")
+        return value
+
+
+class _Builder:
+    """One batch of changes applied to the committed tree, in memory.
+
+    `ints`, `keys`, `value_hashes` are the changes sorted by key. `fresh`
+    and `existing` work on a half-open range [low, high) of them, all below
+    one position, and return that position's new hash; `single` follows one
+    key down. Changed positions are `put` in post-order, into `tiles` (the
+    tiles being rebuilt, decoded); a tile goes to `puts` when its slot 0 is
+    put, which is its last change.
+    """
+
+    def __init__(self, tree: SparseMerkleMap, items: list[tuple[bytes, bytes]],
+                 flush: Callable[[list[tuple[bytes, bytes]]], None] | None = None) -> None:
+        self.tree = tree
+        self.keys = [key for key, _ in items]
+        self.value_hashes = [value_hash for _, value_hash in items]
+        self.ints = [int.from_bytes(key, "big") for key in self.keys]
+        self.puts: list[tuple[bytes, bytes]] = []
+        self.cached: list[tuple[int, int, bytes]] = []
+        self.flush = flush  # set for a load: the base is empty, and puts stream out
+        self.tiles: list[dict[int, list[bytes | None]]] = [{} for _ in range(_BANDS)]
+        self.read_tiles: list[dict[int, bytes | None]] = [{} for _ in range(_BANDS)]
+
+    def run(self) -> bytes:
+        value = None if self.flush else self.read(0, 0)
+        if value is None:
+            root = self.fresh(self.ints, self.keys, self.value_hashes, 0, 0, len(self.ints))
+        else:
+            root = self.existing(0, value, self.tree._root, 0, len(self.ints))
+        if any(self.tiles):
+            raise AssertionError("a rebuilt tile was never completed")
+        return root
+
+    # -- positions, through the tiles --------------------------------------------
+
+    def fetch(self, band: int, path: int) -> bytes | None:
+        """The committed tile, read once per update."""
+        memo = self.read_tiles[band]
+        tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
+        try:
+            return memo[tile_path]
+        except KeyError:
+            tile = memo[tile_path] = self.tree._fetch(band, path)
+            return tile
+
+    def read(self, depth: int, path: int) -> bytes | None:
+        band = depth >> 2
+        slot = _slot_of(depth, path)
+        slots = self.tiles[band].get(path >> (KEY_BITS - (band << 2)))
+        if slots is not None:
+            return slots[slot]
+        tile = self.fetch(band, path)
+        return None if tile is None else _slot_value(tile, slot)
+
+    def child(self, depth: int, path: int) -> bytes:
+        value = self.read(depth, path)
+        if value is None or value[0] not in (_LEAF, _NODE):
+            raise MissingNodeError(f"map position at depth {depth} missing or malformed")
+        return value
+
+    def put(self, depth: int, path: int, value: bytes) -> None:
+        band = depth >> 2
+        tile_path = path >> (KEY_BITS - (band << 2))
+        tiles = self.tiles[band]
+        slots = tiles.get(tile_path)
+        if slots is None:
+            slots = tiles[tile_path] = _decode_tile(None if self.flush else self.fetch(band, path))
+        slots[_slot_of(depth, path)] = value
+        if not depth & 3:  # slot 0: the tile is complete
+            del tiles[tile_path]
+            tile = _encode_tile(slots)
+            self.puts.append((self.tree._tile_key(band, path), tile))
+            if band < self.tree._cache_bands:
+                self.cached.append((band, tile_path, tile))
+            if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:
+                self.flush(self.puts)
+
+    # -- subtrees -------------------------------------------------------------------
+
+    def fresh(self, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
+              depth: int, low: int, high: int) -> bytes:
+        """A new subtree at `depth` holding exactly [low, high) (at least one)."""
+        sha256 = _sha256
+        if high - low == 1:
+            value = LEAF_TAG + keys[low] + value_hashes[low]
+            self.put(depth, ints[low], value)
+            return sha256(value).digest()
+        shift = 255 - depth
+        middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
+        depth += 1
+        if middle == low:
+            left = EMPTY
+        elif middle - low == 1:  # a leaf, inline: half the calls of a load
+            value = LEAF_TAG + keys[low] + value_hashes[low]
+            self.put(depth, ints[low], value)
+            left = sha256(value).digest()
+        else:
+            left = self.fresh(ints, keys, value_hashes, depth, low, middle)
+        if middle == high:
+            right = EMPTY
+        elif high - middle == 1:
+            value = LEAF_TAG + keys[middle] + value_hashes[middle]
+            self.put(depth, ints[middle], value)
+            right = sha256(value).digest()
+        else:
+            right = self.fresh(ints, keys, value_hashes, depth, middle, high)
+        value = NODE_TAG + left + right
+        self.put(depth - 1, ints[low], value)
+        return sha256(value).digest()
+
+    def existing(self, depth: int, value: bytes, old_hash: bytes, low: int, high: int) -> bytes:
+        """The stored position at `depth` holding `value` (hash `old_hash`),
+        with the changes [low, high) below it."""
+        if high - low == 1:
+            return self.single(depth, value, old_hash, low)
+        ints = self.ints
+        if value[0] == _LEAF:
+            # The lone leaf gains neighbours: rebuild the subtree with it.
+            old_key = value[1:33]
+            old_int = int.from_bytes(old_key, "big")
+            index = bisect.bisect_left(ints, old_int, low, high)
+            if index < high and ints[index] == old_int:  # the changes replace it
+                return self.fresh(ints, self.keys, self.value_hashes, depth, low, high)
+            return self.fresh(
+                ints[low:index] + [old_int] + ints[index:high],
+                self.keys[low:index] + [old_key] + self.keys[index:high],
+                self.value_hashes[low:index] + [value[33:]] + self.value_hashes[index:high],
+                depth, 0, high - low + 1,
+            )
+        left, right = value[1:33], value[33:]
+        shift = 255 - depth
+        middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
+        depth += 1
+        new_left, new_right = left, right
+        if middle > low:
+            if left == EMPTY:
+                new_left = self.fresh(ints, self.keys, self.value_hashes, depth, low, middle)
+            else:
+                new_left = self.existing(depth, self.child(depth, ints[low]), left, low, middle)
+        if high > middle:
+            if right == EMPTY:
+                new_right = self.fresh(ints, self.keys, self.value_hashes, depth, middle, high)
+            else:
+                new_right = self.existing(depth, self.child(depth, ints[middle]), right, middle, high)
+        if new_left == left and new_right == right:
+            return old_hash
+        value = NODE_TAG + new_left + new_right
+        self.put(depth - 1, ints[low], value)
+        return _sha256(value).digest()
+
+    def single(self, depth: int, value: bytes, old_hash: bytes, index: int) -> bytes:
+        """`existing` with one change: walk down its path, then rebuild upwards."""
+        sha256 = _sha256
+        path = self.ints[index]
+        key = self.keys[index]
+        value_hash = self.value_hashes[index]
+        passed = []  # (depth, value, bit) of the nodes walked through
+        while value[0] == _NODE:
+            bit = path >> (255 - depth) & 1
+            passed.append((depth, value, bit))
+            depth += 1
+            child = value[33:] if bit else value[1:33]
+            if child == EMPTY:
+                value = LEAF_TAG + key + value_hash
+                self.put(depth, path, value)
+                current = sha256(value).digest()
+                break
+            value = self.child(depth, path)
+        else:  # a leaf
+            if value[1:33] == key:
+                if value[33:] == value_hash:
+                    return old_hash
+                value = LEAF_TAG + key + value_hash
+                self.put(depth, path, value)
+                current = sha256(value).digest()
+            else:
+                current = self.pair(depth, path, LEAF_TAG + key + value_hash, value)
+        for depth, value, bit in reversed(passed):
+            value = NODE_TAG + (value[1:33] + current if bit else current + value[33:])
+            self.put(depth, path, value)
+            current = sha256(value).digest()
+        return current
+
+    def pair(self, depth: int, path: int, new_leaf: bytes, old_leaf: bytes) -> bytes:
+        """The subtree at `depth` holding two leaves (their values): a node
+        where their keys first differ, above it a node per level with one
+        side EMPTY."""
+        sha256 = _sha256
+        old_path = int.from_bytes(old_leaf[1:33], "big")
+        split = KEY_BITS - (path ^ old_path).bit_length()  # the first bit that differs
+        self.put(split + 1, path, new_leaf)
+        self.put(split + 1, old_path, old_leaf)
+        new_hash = sha256(new_leaf).digest()
+        old_hash = sha256(old_leaf).digest()
+        value = NODE_TAG + (new_hash + old_hash if path < old_path else old_hash + new_hash)
+        self.put(split, path, value)
+        current = sha256(value).digest()
+        for level in range(split - 1, depth - 1, -1):
+            value = NODE_TAG + (EMPTY + current if path >> (255 - level) & 1 else current + EMPTY)
+            self.put(level, path, value)
+            current = sha256(value).digest()
+        return current
+
+
+def _key_int(key: bytes) -> int:
+    if type(key) is not bytes or len(key) != KEY_SIZE:
+        raise MapError("keys must be 32 bytes")
+    return int.from_bytes(key, "big")
