@@ -187,13 +187,20 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """A credential's proven status; with --out, the stapled document a holder hands a verifier."""
+    from client.online import fetch_status_document
+
     cid, _ = _credential_ref(args.credential)
-
-    async def fetch() -> dict:
-        async with AsyncClient(args.node) as node:
-            return await node.credential(cid)
-
-    answer = _run(fetch())
+    since = None
+    if args.receipt:
+        try:
+            since = json.loads(Path(args.receipt).read_text())["tree_size"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CliError(f"{args.receipt}: not a receipt ({error})") from None
+    try:
+        answer, path = asyncio.run(fetch_status_document(args.node, cid, since))
+    except ApiError as error:
+        raise CliError(f"node refused: {error}", status=1) from None
     lines = [f"credential {cid.hex()}: {answer['status'].upper()}"]
     if answer["status"] != "unknown":
         issuer = answer.get("issuer", {})
@@ -201,9 +208,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"  issued   {_time(answer['issued_at'])} (leaf {answer['issuance_leaf']})")
         if answer.get("expires_at"):
             lines.append(f"  expires  {_time(answer['expires_at'])}")
-        if answer["status"] == "revoked":
-            lines.append(f"  revoked  {_time(answer['revoked_at'])}, reason {answer['reason']} (leaf {answer['revocation_leaf']})")
-    summary = {k: v for k, v in answer.items() if k not in ("records", "checkpoint")}
+        if answer.get("changed_leaf", -1) >= 0:
+            reason = f", reason {answer['reason']}" if answer.get("reason") else ""
+            lines.append(f"  changed  {_time(answer['changed_at'])}{reason} (leaf {answer['changed_leaf']})")
+    if args.out:
+        staple = dict(answer)
+        if path is not None:
+            staple["consistency"] = {"from": since, "path": [h.hex() for h in path]}
+        _write_json(Path(args.out), staple)
+        lines.append(f"  wrote the stapled status proof to {args.out}")
+    summary = {k: v for k, v in answer.items() if k not in ("records", "checkpoint", "status_proof", "issuer_proof")}
     _emit(args, summary, "\n".join(lines))
     return 0
 
@@ -233,28 +247,56 @@ def cmd_verify(args: argparse.Namespace) -> int:
         document = parse_credential(Path(args.credential).read_bytes())
         receipt = json.loads(Path(args.receipt).read_text())
         trust = Trust.load(args.trust)
+        staple = json.loads(Path(args.status).read_text()) if args.status else None
     except OSError as error:
         raise CliError(f"{error.filename}: {error.strerror}") from None
     except (CredentialError, GenesisError, json.JSONDecodeError) as error:
         raise CliError(str(error)) from None
     cid = credential_id(document)
-    result = verify_receipt(receipt, trust, cid, now_s=int(time.time()))
-    if args.online and result.ok:
+    now_s = int(time.time())
+    result = verify_receipt(receipt, trust, cid, now_s=now_s)
+    if staple is not None and result.checkpoint is not None:
+        from client.online import check_status_document
+
+        path = None
+        consistency = staple.get("consistency") if isinstance(staple, dict) else None
+        if isinstance(consistency, dict) and consistency.get("from") == result.checkpoint.tree_size:
+            try:
+                path = [bytes.fromhex(h) for h in consistency["path"]]
+            except (KeyError, TypeError, ValueError):
+                path = None
+        if path is None:
+            result.add("stapled-consistency", False, "stapled status carries no consistency proof from the receipt's tree")
+        else:
+            check_status_document(staple, trust, cid, result, now_s, args.max_age, path, prefix="stapled")
+    if args.online and result.checkpoint is not None:
         from client.online import check_online
 
-        asyncio.run(check_online(args.online, trust, cid, result))
+        asyncio.run(check_online(args.online, trust, cid, result, now_s, args.private_bits))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         for check in result.checks:
             print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name:22} {check.detail}")
+        issuer = result.issuer
+        if result.endorsements:
+            print(f"  endorsed by: {', '.join(result.endorsements)}")
         if result.ok:
-            issuer = result.issuer
             print(f"VERIFIED: credential {cid.hex()} issued by {issuer.get('name')} ({issuer.get('country')}) "
                   f"on {_time(result.issued_at)}")
         else:
-            print(f"NOT VERIFIED: credential {cid.hex()}")
+            failed = next(c for c in result.checks if not c.ok)
+            print(f"NOT VERIFIED: credential {cid.hex()}: {failed.name}: {failed.detail}")
     return 0 if result.ok else 1
+
+
+def _duration_s(text: str) -> int:
+    """'90', '90s', '15m', '24h', '7d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 24h")
+    return int(number) * unit
 
 
 # -- parser ----------------------------------------------------------------
@@ -309,15 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--expires", type=int, default=0, metavar="UNIX_SECONDS", help="expiry of the credentials")
     sub.add_argument("--no-progress", action="store_true")
 
+    from client import cli_state
+
+    cli_state.add_commands(command, commands, issuer)
+
     sub = command("revoke", cmd_revoke, "revoke a credential")
     sub.add_argument("credential", metavar="CREDENTIAL|ID")
     sub.add_argument("--key", required=True, metavar="KEYFILE")
     sub.add_argument("--node", required=True, metavar="URL")
     sub.add_argument("--reason", default="unspecified", choices=[r.value for r in RevocationReason])
 
-    sub = command("status", cmd_status, "show a credential's status")
+    sub = command("status", cmd_status, "show a credential's proven status; --out staples it for a verifier")
     sub.add_argument("credential", metavar="CREDENTIAL|ID")
     sub.add_argument("--node", required=True, metavar="URL")
+    sub.add_argument("--out", metavar="STATUS.json", help="write the status document a holder hands a verifier")
+    sub.add_argument("--receipt", metavar="RECEIPT", help="with --out: include a consistency proof from this receipt")
 
     sub = command("receipt", cmd_receipt, "fetch a credential's receipt", json_flag=False)
     sub.add_argument("credential", metavar="CREDENTIAL|ID")
@@ -328,7 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("credential", metavar="CREDENTIAL")
     sub.add_argument("--receipt", required=True)
     sub.add_argument("--trust", required=True, metavar="consortium.json")
-    sub.add_argument("--online", metavar="URL", help="also check freshness and revocation at a node")
+    sub.add_argument("--online", metavar="URL", help="also fetch the current proven status from a node")
+    sub.add_argument("--private-bits", type=int, metavar="BITS",
+                     help="with --online: ask only for the first BITS bits of the id (8-64; k-anonymous)")
+    sub.add_argument("--status", metavar="STATUS.json", help="a stapled status document (lacre status --out)")
+    sub.add_argument("--max-age", type=_duration_s, default=86400, metavar="DURATION",
+                     help="freshness policy for a stapled status, e.g. 24h (default)")
     return parser
 
 

@@ -1,69 +1,182 @@
-"""Online checks added to an offline verification (`lacre verify --online URL`).
+"""Fresh status: online from any node (`lacre verify --online URL`), or stapled by the holder.
 
-The node is not trusted: what it says counts only when proven. A fresh
-checkpoint must carry a quorum of cosignatures, be consistent (RFC 9162) with
-the receipt's checkpoint, and a revocation must be a record included under
-it. Until status proofs exist (non-membership, issue 4), "still issued" is
-reported as the node's claim, not as proven.
+The node is not trusted: what it says counts only when proven. A status
+document is the answer of `GET /v1/credentials/{id}`: a cosigned checkpoint,
+the credential's status proof and its issuer's registry proof under that
+checkpoint's state root. It is checked the same way whether a verifier
+fetched it (online) or the holder handed it over (stapled, so the node never
+learns who is verifying); for a stapled one the verifier adds a freshness
+policy on the checkpoint's cosigned time. When the receipt's checkpoint is
+known, the fresh one must extend it (RFC 9162 consistency), and the result
+says what changed since the receipt.
 """
 
 from __future__ import annotations
 
-import base64
-
 from client.sdk import ApiError, AsyncClient
-from client.verify import Verification
-from ledger.checkpoint import CheckpointError, verify_checkpoint
+from client.verify import (
+    ReceiptVerifier,
+    Verification,
+    _Stop,
+    _utc,
+    check_checkpoint,
+    check_issuer,
+    check_status,
+    report_status,
+)
+from ledger.checkpoint import Checkpoint
 from ledger.genesis import Trust
-from ledger.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
-from ledger.note import NoteError
-from ledger.records import CredentialRevocation, RecordError, SignedRecord
+from ledger.merkle import ProofError, verify_consistency
+from ledger.status_proof import (
+    CredentialStatusProof,
+    IssuerStatusProof,
+    PrefixStatusProof,
+    StatusProofError,
+    checkpoint_state_root,
+    checkpoint_time_ms,
+)
 
 
-async def check_online(url: str, trust: Trust, credential_id: bytes, result: Verification) -> None:
-    """Append online checks to `result` (which must hold a verified checkpoint)."""
-    async with AsyncClient(url) as node:
-        try:
-            answer = await node.credential(credential_id)
-        except ApiError as error:
-            result.add("online-reachable", False, str(error))
+def check_status_document(
+    document: dict, trust: Trust, credential_id: bytes, result: Verification, now_s: int,
+    max_age_s: int | None = None, consistency_path: list[bytes] | None = None, prefix: str = "online",
+) -> None:
+    """Append the checks of a status document to `result` (never raises on bad input).
+
+    `result.checkpoint`, if set, is the receipt's checkpoint: the fresh one
+    must be consistent with it, through `consistency_path`.
+    """
+    old = result.checkpoint
+    old_status = result.status
+    try:
+        _check_document(document, trust, credential_id, result, now_s, max_age_s, consistency_path, old, old_status, prefix)
+    except _Stop:
+        pass
+
+
+def _check_document(
+    document: dict, trust: Trust, credential_id: bytes, result: Verification, now_s: int,
+    max_age_s: int | None, consistency_path: list[bytes] | None, old: Checkpoint | None, old_status: str, prefix: str,
+) -> None:
+    verifier = ReceiptVerifier(trust, now_s)
+    try:
+        note = document["checkpoint"]
+        if not isinstance(note, str):
+            raise TypeError("checkpoint must be a signed note")
+        status_proof = CredentialStatusProof.from_json(document["status_proof"])
+        issuer_proof = IssuerStatusProof.from_json(document["issuer_proof"]) if "issuer_proof" in document else None
+    except (KeyError, TypeError, StatusProofError) as error:
+        result.add(f"{prefix}-format", False, f"malformed status document: {error}")
+        return
+    fresh = check_checkpoint(note, trust, result, verifier, f"{prefix}-checkpoint")
+    moment_ms = checkpoint_time_ms(fresh)
+    if max_age_s is not None:
+        age_s = None if moment_ms is None else now_s - moment_ms // 1000
+        fresh_enough = age_s is not None and age_s <= max_age_s
+        result.add(
+            f"{prefix}-fresh", fresh_enough,
+            f"checkpoint is {age_s} s old (policy: at most {max_age_s} s)" if age_s is not None
+            else "checkpoint carries no time",
+        )
+        if not fresh_enough:
             return
-    if answer.get("status") == "unknown":
-        result.add("online-status", False, f"{url} knows no credential {credential_id.hex()}")
+    if old is not None and consistency_path is not None:
+        try:
+            verify_consistency(old.tree_size, fresh.tree_size, old.root_hash, fresh.root_hash, consistency_path)
+        except ProofError as error:
+            result.add(f"{prefix}-consistency", False, f"fresh checkpoint does not extend the receipt's: {error}")
+            return
+        result.add(f"{prefix}-consistency", True, f"tree {old.tree_size} is a prefix of tree {fresh.tree_size}")
+    entry = check_status(status_proof, credential_id, None, None, fresh, now_s, result, f"{prefix}-status")
+    if entry is None:
+        return
+    if issuer_proof is not None:
+        check_issuer(issuer_proof, entry.issuer_key, entry.issuance_leaf, fresh, trust, result, verifier, f"{prefix}-issuer")
+    _report_change(entry, old_status, result, prefix)
+
+
+async def fetch_status_document(url: str, credential_id: bytes, since_size: int | None) -> tuple[dict, list[bytes] | None]:
+    """The node's status document and, if `since_size`, a consistency path from it to the document's tree."""
+    async with AsyncClient(url) as node:
+        document = await node.credential(credential_id)
+        path = None
+        if since_size is not None and isinstance(document.get("tree_size"), int):
+            proof = await node.consistency_proof(since_size, document["tree_size"])
+            path = [bytes.fromhex(h) for h in proof["consistency_path"]]
+    return document, path
+
+
+async def _check_private(
+    url: str, trust: Trust, credential_id: bytes, result: Verification, now_s: int, bits: int, since: int | None,
+) -> None:
+    """k-anonymous online status: the node is asked for every credential under
+    the first `bits` bits of the id and proves the set complete; which one is
+    ours is decided here. A node cannot hide our entry among the others, nor
+    claim it absent, without breaking the cosigned state root."""
+    old, old_status = result.checkpoint, result.status
+    try:
+        async with AsyncClient(url) as node:
+            answer = await node.credentials_by_prefix(credential_id, bits)
+            path = None
+            if since is not None:
+                proof = await node.consistency_proof(since, answer["tree_size"])
+                path = [bytes.fromhex(h) for h in proof["consistency_path"]]
+    except (ApiError, OSError, KeyError, TypeError, ValueError) as error:
+        result.add("private-reachable", False, f"{url}: {error}")
         return
     try:
-        fresh, _ = verify_checkpoint(answer["checkpoint"], trust.verifiers, trust.quorum, origin=trust.origin)
-    except (KeyError, TypeError, NoteError, CheckpointError) as error:
-        result.add("online-checkpoint", False, f"fresh checkpoint does not verify: {error}")
-        return
-    result.add("online-checkpoint", True, f"fresh checkpoint at tree size {fresh.tree_size}, quorum-cosigned")
-    old = result.checkpoint
-    if old is not None:
-        async with AsyncClient(url) as node:
-            try:
-                proof = await node.consistency_proof(old.tree_size, fresh.tree_size)
-                path = [bytes.fromhex(h) for h in proof["consistency_path"]]
-                verify_consistency(old.tree_size, fresh.tree_size, old.root_hash, fresh.root_hash, path)
-                result.add("online-consistency", True, f"tree {old.tree_size} is a prefix of tree {fresh.tree_size}")
-            except (ApiError, KeyError, ValueError, TypeError) as error:
-                result.add("online-consistency", False, f"no valid consistency proof: {error}")
-                return
-    if answer.get("status") == "revoked":
-        revocation = next((r for r in answer.get("records", []) if r.get("kind") == "credential.revoke"), None)
         try:
-            data = base64.b64decode(revocation["record"], validate=True)
-            record = SignedRecord.decode(data)
-            record.verify()
-            if not isinstance(record.body, CredentialRevocation) or record.body.credential_id != credential_id:
-                raise RecordError("not a revocation of this credential")
-            path = [bytes.fromhex(h) for h in revocation["inclusion_path"]]
-            verify_inclusion(leaf_hash(data), revocation["leaf_index"], fresh.tree_size, path, fresh.root_hash)
-        except (TypeError, KeyError, ValueError, ProofError) as error:
-            result.add("online-status", False, f"node says revoked but its proof fails: {error}")
+            prefix_proof = PrefixStatusProof.from_json(answer.get("prefix_proof"))
+        except StatusProofError as error:
+            result.add("private-format", False, f"malformed prefix answer: {error}")
             return
+        fresh = check_checkpoint(answer.get("checkpoint"), trust, result, ReceiptVerifier(trust, now_s), "private-checkpoint")
+        if old is not None:
+            try:
+                verify_consistency(old.tree_size, fresh.tree_size, old.root_hash, fresh.root_hash, path or [])
+            except ProofError as error:
+                result.add("private-consistency", False, f"fresh checkpoint does not extend the receipt's: {error}")
+                return
+            result.add("private-consistency", True, f"tree {old.tree_size} is a prefix of tree {fresh.tree_size}")
+        try:
+            entries = prefix_proof.verify(checkpoint_state_root(fresh))
+        except StatusProofError as error:
+            result.add("private-status", False, f"prefix proof fails: {error}")
+            return
+        entry = next((e for e in entries if e.credential_id == credential_id), None)
+        report_status(entry, fresh, now_s, result, "private-status",
+                      f"; asked for {bits} bits of the id, {len(entries)} credentials under that prefix")
+        _report_change(entry, old_status, result, "private")
+    except _Stop:
+        pass
+
+
+def _report_change(entry, old_status: str, result: Verification, prefix: str) -> None:
+    if entry is not None and old_status and old_status != result.status:
         result.add(
-            "not-revoked", False,
-            f"REVOKED ({record.body.reason.value}) by {record.signer.hex()[:16]}..., proven at leaf {revocation['leaf_index']}",
+            f"{prefix}-changed", True,
+            f"status changed from {old_status} to {result.status} since the receipt"
+            + (f" (at {_utc(entry.changed_at)})" if entry.changed_at else ""),
         )
+
+
+async def check_online(
+    url: str, trust: Trust, credential_id: bytes, result: Verification, now_s: int, private_bits: int | None = None,
+) -> None:
+    """Append online checks to `result` (which holds the receipt's verified checkpoint, if any).
+
+    With `private_bits`, the node is asked only for a prefix of the id (k-anonymous).
+    """
+    since = result.checkpoint.tree_size if result.checkpoint is not None else None
+    if private_bits is not None:
+        await _check_private(url, trust, credential_id, result, now_s, private_bits, since)
         return
-    result.add("not-revoked", True, f"{url} reports status {answer.get('status')} (node's claim; no status proof yet)")
+    try:
+        document, path = await fetch_status_document(url, credential_id, since)
+    except (ApiError, OSError, KeyError, TypeError, ValueError) as error:
+        result.add("online-reachable", False, f"{url}: {error}")
+        return
+    if since is not None and path is None:
+        result.add("online-consistency", False, "node gave no consistency proof")
+        return
+    check_status_document(document, trust, credential_id, result, now_s, consistency_path=path)

@@ -120,6 +120,12 @@ class AsyncClient:
     async def credential(self, credential_id: bytes) -> dict:
         return await self._request("GET", f"/v1/credentials/{credential_id.hex()}")
 
+    async def credentials_by_prefix(self, prefix: bytes, bits: int) -> dict:
+        """Every credential under the first `bits` bits of `prefix`, with a completeness proof."""
+        return await self._request(
+            "GET", "/v1/credentials", params={"prefix": prefix[: (bits + 7) // 8].hex(), "bits": str(bits)}
+        )
+
     async def receipt(self, credential_id: bytes) -> dict:
         return await self._request("GET", f"/v1/receipts/{credential_id.hex()}")
 

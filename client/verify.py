@@ -1,27 +1,35 @@
 """Offline verification of a credential and its receipt, against the trust file alone.
 
-A receipt (JSON) proves three things under one quorum-cosigned checkpoint:
+A receipt (JSON) proves, under one quorum-cosigned checkpoint:
 
     credential --SHA-256(RFC 8785)--> credential_id
     record     credential.issue of credential_id, signed by the issuer key
-    issuer     issuer.register of that key, signed by a consortium authority
-    checkpoint C2SP signed note: origin, tree size, root; >= quorum cosignatures
-    inclusion  both records are leaves of that tree (RFC 9162 audit paths)
+    checkpoint C2SP signed note: origin, tree size, root, state root, time;
+               >= quorum cosignatures of the trust file's authorities
+    inclusion  the record is a leaf of that tree (RFC 9162 audit path)
+    issuer     the registry entry of the signing key, proven against the
+               checkpoint's state root: registered by an authority, in force
+               when the record was logged, who endorses it
+    status     the credential's entry, proven against the same state root:
+               issued, suspended or revoked (and expired, by the clock)
 
 Every check is named in the result, so a person reads exactly what held and
 what did not. Nothing here does I/O: `client.online` adds the network checks.
 
-Receipt fields (version 1):
+Receipt fields (version 2):
 
-    version           1
+    version           2
     credential_id     hex SHA-256 of the credential's RFC 8785 canonical form
     record            base64 canonical MessagePack of the signed issuance record
     leaf_index        its index in the log
     tree_size         size of the tree the proofs are for (= checkpoint size)
     inclusion_path    hex RFC 9162 audit path of the record
-    checkpoint        C2SP tlog-checkpoint signed note, cosigned by authorities
-    issuer            {record, leaf_index, inclusion_path} of the issuer's
-                      registration, under the same checkpoint
+    checkpoint        C2SP tlog-checkpoint signed note, cosigned by authorities;
+                      extension lines "lacre-block <height> <b64 header hash>",
+                      "lacre-state <b64 state root>", "lacre-time <unix ms>"
+    status_proof      {credential_id, entry, proof, registry_root}: see
+                      ledger/status_proof.py and docs/state.md
+    issuer_proof      {issuer_key, entry, proof, credentials_root}
 """
 
 from __future__ import annotations
@@ -36,9 +44,17 @@ from ledger.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from ledger.genesis import Trust
 from ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from ledger.note import NoteError
-from ledger.records import CredentialIssuance, IssuerRegistration, RecordError, SignedRecord
+from ledger.records import CredentialIssuance, RecordError, SignedRecord
+from ledger.state import CredentialEntry, CredentialStatus, IssuerEntry
+from ledger.status_proof import (
+    CredentialStatusProof,
+    IssuerStatusProof,
+    StatusProofError,
+    checkpoint_state_root,
+    checkpoint_time_ms,
+)
 
-RECEIPT_VERSION = 1
+RECEIPT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,9 @@ class Verification:
     expires_at: int = 0
     checkpoint: Checkpoint | None = None
     cosigners: list[str] = field(default_factory=list)
+    status: str = ""
+    status_detail: str = ""
+    endorsements: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +96,9 @@ class Verification:
             "expires_at": self.expires_at,
             "tree_size": self.checkpoint.tree_size if self.checkpoint else None,
             "cosigners": self.cosigners,
+            "status": self.status,
+            "status_detail": self.status_detail,
+            "endorsements": self.endorsements,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
 
@@ -121,7 +143,7 @@ class ReceiptVerifier:
         self._checkpoints: dict[str, tuple[Checkpoint, tuple]] = {}
         self._signed: set[bytes] = set()
         self._decoded: dict[bytes, SignedRecord] = {}
-        self._included: set[tuple] = set()
+        self._issuers: dict[tuple, tuple[IssuerEntry | None]] = {}
 
     def verify(self, receipt: dict, credential_id: bytes | None = None) -> Verification:
         """Check one receipt; never raises on bad input (every problem is a failed check)."""
@@ -152,15 +174,16 @@ class ReceiptVerifier:
             self._decoded[data] = record
         return record
 
-    def included(self, data: bytes, index: int, tree_size: int, path: list[bytes], root: bytes) -> None:
-        """verify_inclusion of record `data`, remembering successes; raises ProofError."""
-        key = (data, index, tree_size, b"".join(path), root)
-        if key in self._included:
-            return
-        verify_inclusion(leaf_hash(data), index, tree_size, path, root)
-        if len(self._included) >= self._remembered_max:
-            self._included.clear()
-        self._included.add(key)
+    def issuer(self, proof: IssuerStatusProof, state_root: bytes) -> IssuerEntry | None:
+        """proof.verify(state_root), remembering successes (a cohort shares one); raises StatusProofError."""
+        key = (proof, state_root)
+        known = self._issuers.get(key)
+        if known is None:
+            known = (proof.verify(state_root),)
+            if len(self._issuers) >= self._remembered_max:
+                self._issuers.clear()
+            self._issuers[key] = known
+        return known[0]
 
     def signed(self, record: SignedRecord) -> bool:
         if record.encoded in self._signed:
@@ -208,12 +231,8 @@ def _verify(
         note = receipt["checkpoint"]
         if not isinstance(note, str):
             raise ValueError("checkpoint must be a signed note")
-        issuer_part = receipt["issuer"]
-        issuer_bytes = base64.b64decode(issuer_part["record"], validate=True)
-        issuer_index = issuer_part["leaf_index"]
-        if type(issuer_index) is not int or not 0 <= issuer_index < tree_size:
-            raise ValueError("issuer leaf_index out of range")
-        issuer_path = _path(issuer_part["inclusion_path"])
+        status_proof = CredentialStatusProof.from_json(receipt["status_proof"])
+        issuer_proof = IssuerStatusProof.from_json(receipt["issuer_proof"])
     except (KeyError, TypeError, ValueError, binascii.Error) as error:
         _need(result, "receipt-format", False, "", f"malformed receipt: {error}")
         return
@@ -247,18 +266,7 @@ def _verify(
     _need(result, "issuance-signature", signed, f"signed by issuer key {record.signer.hex()}", "issuer signature does not verify")
 
     # 4. The checkpoint: origin, quorum of cosignatures from the trust file.
-    try:
-        checkpoint, signatures = verifier.checkpoint(note)
-    except (NoteError, CheckpointError) as error:
-        _need(result, "checkpoint-cosigned", False, "", str(error))
-        return
-    result.checkpoint = checkpoint
-    result.cosigners = sorted({s.name for s in signatures})
-    _need(
-        result, "checkpoint-cosigned", True,
-        f"{checkpoint.origin} tree size {checkpoint.tree_size}, cosigned by {', '.join(result.cosigners)} "
-        f"(quorum {trust.quorum} of {len(trust.authorities)})", "",
-    )
+    checkpoint = check_checkpoint(note, trust, result, verifier, "checkpoint-cosigned")
     _need(
         result, "checkpoint-size", checkpoint.tree_size == tree_size,
         f"proofs are for tree size {tree_size}", f"receipt tree size {tree_size} is not the checkpoint's {checkpoint.tree_size}",
@@ -272,48 +280,125 @@ def _verify(
         included, why = False, str(error)
     _need(result, "issuance-included", included, f"leaf {leaf_index} of {tree_size} (RFC 9162 audit path)", f"inclusion proof fails: {why}")
 
-    # 6. The issuer key was registered by an authority, in the same tree, earlier.
+    # 6. The signing key was registered by an authority and in force at that leaf.
+    check_issuer(issuer_proof, record.signer, leaf_index, checkpoint, trust, result, verifier)
+
+    # 7. The credential's status at the checkpoint (and expiry by the clock).
+    check_status(status_proof, claimed_id, record, leaf_index, checkpoint, now_s, result, "status")
+
+
+def check_checkpoint(
+    note: str, trust: Trust, result: Verification, verifier: ReceiptVerifier, name: str
+) -> Checkpoint:
+    """Verify a cosigned checkpoint note; record it in `result` (stops on failure)."""
+    if not isinstance(note, str):
+        _need(result, name, False, "", "no checkpoint note")
     try:
-        registration = verifier.decode(issuer_bytes)
-    except RecordError as error:
-        _need(result, "issuer-registered", False, "", f"issuer record does not decode: {error}")
-        return
-    reg = registration.body
-    authority = next((a for a in trust.authorities if a.verifier.public_key == registration.signer), None)
-    reg_signed = verifier.signed(registration)
-    try:
-        verifier.included(issuer_bytes, issuer_index, tree_size, issuer_path, checkpoint.root_hash)
-        reg_included = True
-    except ProofError:
-        reg_included = False
-    ok = (
-        isinstance(reg, IssuerRegistration) and reg.issuer_key == record.signer and authority is not None
-        and reg_signed and reg_included and issuer_index < leaf_index
+        checkpoint, signatures = verifier.checkpoint(note)
+    except (NoteError, CheckpointError) as error:
+        _need(result, name, False, "", str(error))
+        raise AssertionError("unreachable")
+    result.checkpoint = checkpoint
+    result.cosigners = sorted({s.name for s in signatures})
+    moment = checkpoint_time_ms(checkpoint)
+    at = f" at {_utc(moment // 1000)}" if moment is not None else ""
+    _need(
+        result, name, True,
+        f"{checkpoint.origin} tree size {checkpoint.tree_size}{at}, cosigned by {', '.join(result.cosigners)} "
+        f"(quorum {trust.quorum} of {len(trust.authorities)})", "",
     )
-    if isinstance(reg, IssuerRegistration):
-        result.issuer = {
-            "key": reg.issuer_key.hex(), "name": reg.name, "country": reg.country,
-            "web_origin": reg.web_origin, "registered_by": authority.name if authority else "",
-        }
-    if not ok:
-        if not isinstance(reg, IssuerRegistration) or reg.issuer_key != record.signer:
-            why = "issuer record does not register the issuance signer"
-        elif authority is None:
-            why = "issuer was not registered by an authority of the trust file"
-        elif not reg_signed:
-            why = "registration signature does not verify"
-        elif not reg_included:
-            why = "registration inclusion proof fails"
-        else:
-            why = "issuer registered after the issuance"
-        _need(result, "issuer-registered", False, "", why)
-    assert isinstance(reg, IssuerRegistration) and authority is not None
+    return checkpoint
+
+
+def _state_root(checkpoint: Checkpoint, result: Verification, name: str) -> bytes:
+    try:
+        return checkpoint_state_root(checkpoint)
+    except StatusProofError as error:
+        _need(result, name, False, "", str(error))
+        raise AssertionError("unreachable")
+
+
+def check_issuer(
+    proof: IssuerStatusProof, signer: bytes, leaf_index: int, checkpoint: Checkpoint, trust: Trust,
+    result: Verification, verifier: ReceiptVerifier, name: str = "issuer-registered",
+) -> IssuerEntry:
+    """The signer's registry entry, proven under `checkpoint`; fills `result.issuer`."""
+    root = _state_root(checkpoint, result, name)
+    try:
+        entry = verifier.issuer(proof, root)
+    except StatusProofError as error:
+        _need(result, name, False, "", f"issuer proof fails: {error}")
+        raise AssertionError("unreachable")
+    authorities = {a.verifier.public_key: a.name for a in trust.authorities}
+    if proof.issuer_key != signer or entry is None:
+        _need(result, name, False, "", "issuance signer is not a registered issuer key")
+    assert entry is not None
+    registered_by = authorities.get(entry.registered_by)
+    result.issuer = {
+        "key": entry.issuer_key.hex(), "name": entry.name, "country": entry.country,
+        "web_origin": entry.web_origin, "registered_by": registered_by or entry.registered_by.hex(),
+        "status": entry.status.value,
+        "endorsements": [
+            {"by": authorities.get(e.endorser_key, e.endorser_key.hex()), "achievement_type": e.achievement_type}
+            for e in entry.endorsements
+        ],
+    }
+    result.endorsements = [
+        authorities.get(e.endorser_key, e.endorser_key.hex()) + (f" ({e.achievement_type})" if e.achievement_type else "")
+        for e in entry.endorsements
+    ]
+    if registered_by is None:
+        _need(result, name, False, "", "issuer was not registered by an authority of the trust file")
+    if not entry.in_force_at(leaf_index):
+        _need(result, name, False, "", f"issuer key was not in force at leaf {leaf_index}")
+    standing = "" if entry.active else f"; key now {entry.status.value} (leaf {entry.changed_leaf})"
     result.add(
-        "issuer-registered", True,
-        f"{reg.name} ({reg.country}) registered by authority {authority.name} at leaf {issuer_index}",
+        name, True,
+        f"{entry.name} ({entry.country}) registered by authority {registered_by}, key in force at leaf {leaf_index}{standing}",
     )
-    if body.expires_at and now_s is not None:
-        result.add(
-            "not-expired", now_s < body.expires_at,
-            f"valid until {_utc(body.expires_at)}" if now_s < body.expires_at else f"expired at {_utc(body.expires_at)}",
-        )
+    return entry
+
+
+def check_status(
+    proof: CredentialStatusProof, credential_id: bytes, record: SignedRecord | None, leaf_index: int | None,
+    checkpoint: Checkpoint, now_s: int | None, result: Verification, name: str,
+) -> CredentialEntry | None:
+    """The credential's entry, proven under `checkpoint`; a check that holds only while it is valid."""
+    root = _state_root(checkpoint, result, name)
+    try:
+        if proof.credential_id != credential_id:
+            raise StatusProofError("status proof is for another credential")
+        entry = proof.verify(root)
+    except StatusProofError as error:
+        _need(result, name, False, "", f"status proof fails: {error}")
+        raise AssertionError("unreachable")
+    if entry is not None and record is not None and (entry.issuance_leaf != leaf_index or entry.issuer_key != record.signer):
+        _need(result, name, False, "", "status entry does not match the issuance record")
+    report_status(entry, checkpoint, now_s, result, name)
+    return entry
+
+
+def report_status(
+    entry: CredentialEntry | None, checkpoint: Checkpoint, now_s: int | None, result: Verification, name: str,
+    note: str = "",
+) -> None:
+    """Add the check `name`: holds only for an issued, unexpired credential; the detail says why not."""
+    as_of = f"as of tree size {checkpoint.tree_size}{note}"
+    if entry is None:
+        result.status = CredentialStatus.UNKNOWN.value
+        result.add(name, False, f"never issued (proven absent, {as_of})")
+        return
+    status = entry.status_at(now_s) if now_s is not None else entry.status
+    result.status = status.value
+    if status is CredentialStatus.ISSUED:
+        detail = f"issued, not suspended or revoked ({as_of})"
+        if entry.expires_at:
+            detail += f"; valid until {_utc(entry.expires_at)}"
+    elif status is CredentialStatus.EXPIRED:
+        detail = f"EXPIRED at {_utc(entry.expires_at)} ({as_of})"
+    elif status is CredentialStatus.SUSPENDED:
+        detail = f"SUSPENDED since {_utc(entry.changed_at)} (leaf {entry.changed_leaf}, {as_of})"
+    else:
+        detail = f"REVOKED ({entry.reason}) at {_utc(entry.changed_at)} (leaf {entry.changed_leaf}, {as_of})"
+    result.status_detail = detail
+    result.add(name, status is CredentialStatus.ISSUED, detail)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,8 @@ from ledger import codec
 from ledger.chain import Chain
 from ledger.merkle_log import MerkleLogError
 from ledger.records import SignedRecord
+from ledger.smt import TooManyLeavesError
+from ledger.status_proof import PREFIX_BITS_MAX, PREFIX_BITS_MIN, prove_credential, prove_issuer, prove_prefix
 from node import appkeys
 from node.service import Overloaded, SubmissionRefused
 from node.views import b64, block_view, body_view, credential_view, header_view, issuer_view
@@ -31,6 +34,10 @@ BLOCKS_PAGE_MAX = 100
 MSGPACK = "application/msgpack"
 SUBMISSION_RECORDS_MAX = 20_000
 RETRY_AFTER_S = 1
+RECEIPT_VERSION = 2
+PREFIX_BITS_DEFAULT = 16
+# Bounds the work of one prefix query; a verifier asks for more bits instead.
+PREFIX_CREDENTIALS_MAX = 4096
 
 
 class ApiError(Exception):
@@ -282,45 +289,77 @@ def _inclusion(chain: Chain, leaf_index: int, tree_size: int) -> dict:
 
 
 def build_receipt(chain: Chain, credential_id: bytes) -> dict:
-    """The holder's receipt: the issuance record, its issuer's registration, and
-    their inclusion proofs under the latest cosigned checkpoint."""
+    """The holder's receipt: the issuance record and its inclusion proof, the
+    credential's status proof and its issuer's registry proof, all under the
+    latest cosigned checkpoint (fields: `client/verify.py`)."""
     entry = chain.state.credential(credential_id)
     if entry is None or chain.head is None:
         raise ApiError(404, "unknown-credential", "no credential with this id was issued")
     tree_size = chain.log_size
     issuance = _inclusion(chain, entry.issuance_leaf, tree_size)
-    issuer = chain.state.issuer(entry.issuer_key)
-    receipt = {
-        "version": 1,
+    return {
+        "version": RECEIPT_VERSION,
         "credential_id": credential_id.hex(),
         "record": issuance["record"],
         "leaf_index": issuance["leaf_index"],
         "tree_size": tree_size,
         "inclusion_path": issuance["inclusion_path"],
         "checkpoint": chain.checkpoint_note(),
+        "status_proof": prove_credential(chain.state, credential_id).to_json(),
+        "issuer_proof": prove_issuer(chain.state, entry.issuer_key).to_json(),
     }
-    if issuer is not None:
-        receipt["issuer"] = _inclusion(chain, issuer.leaf_index, tree_size)
-    return receipt
 
 
 async def credential(request: web.Request) -> web.Response:
+    """A credential's status with its proofs: what a holder staples for a verifier."""
     chain = _chain(request)
     credential_id = _hex32(request.match_info["id"], "credential id")
     entry = chain.state.credential(credential_id)
-    if entry is None:
-        return web.json_response({"credential_id": credential_id.hex(), "status": "unknown"})
-    issuer = chain.state.issuer(entry.issuer_key)
     tree_size = chain.log_size
-    records = [{"kind": "credential.issue", **_inclusion(chain, entry.issuance_leaf, tree_size)}]
-    if entry.revocation_leaf >= 0:
-        records.append({"kind": "credential.revoke", **_inclusion(chain, entry.revocation_leaf, tree_size)})
+    answer: dict = {"credential_id": credential_id.hex(), "status": "unknown"}
+    if entry is not None:
+        issuer = chain.state.issuer(entry.issuer_key)
+        records = [{"kind": "credential.issue", **_inclusion(chain, entry.issuance_leaf, tree_size)}]
+        if entry.changed_leaf >= 0:
+            change = _inclusion(chain, entry.changed_leaf, tree_size)
+            records.append({"kind": SignedRecord.decode(chain.record_at(entry.changed_leaf)).kind, **change})
+        answer = {
+            **credential_view(entry, int(time.time())),
+            "issuer": issuer_view(issuer) if issuer else {"key": entry.issuer_key.hex()},
+            "records": records,
+            "issuer_proof": prove_issuer(chain.state, entry.issuer_key).to_json(),
+        }
+    answer.update(
+        tree_size=tree_size,
+        checkpoint=chain.checkpoint_note(),
+        status_proof=prove_credential(chain.state, credential_id).to_json(),
+    )
+    return web.json_response(answer)
+
+
+async def credentials_by_prefix(request: web.Request) -> web.Response:
+    """k-anonymous status: every credential under an id prefix, proven complete."""
+    chain = _chain(request)
+    bits = _int_param(request, "bits", default=PREFIX_BITS_DEFAULT, low=PREFIX_BITS_MIN)
+    if bits > PREFIX_BITS_MAX:
+        raise ApiError(400, "bad-parameter", f"bits must be {PREFIX_BITS_MIN}..{PREFIX_BITS_MAX}")
+    text = request.query.get("prefix", "")
+    if len(text) != 2 * ((bits + 7) // 8):
+        raise ApiError(400, "bad-parameter", f"prefix must be {(bits + 7) // 8} bytes of hex for {bits} bits")
+    try:
+        prefix = bytes.fromhex(text)
+    except ValueError:
+        raise ApiError(400, "bad-parameter", "prefix must be hex") from None
+    try:
+        proof = prove_prefix(chain.state, prefix, bits, PREFIX_CREDENTIALS_MAX)
+    except TooManyLeavesError:
+        raise ApiError(
+            400, "prefix-too-short", f"more than {PREFIX_CREDENTIALS_MAX} credentials share this prefix; use more bits"
+        ) from None
     return web.json_response({
-        **credential_view(entry),
-        "issuer": issuer_view(issuer) if issuer else {"key": entry.issuer_key.hex()},
-        "records": records,
-        "tree_size": tree_size,
+        "tree_size": chain.log_size,
         "checkpoint": chain.checkpoint_note(),
+        "prefix_proof": proof.to_json(),
     })
 
 
@@ -336,7 +375,12 @@ async def issuer(request: web.Request) -> web.Response:
     entry = chain.state.issuer(key)
     if entry is None:
         raise ApiError(404, "unknown-issuer", "no issuer registered with this key")
-    return web.json_response(issuer_view(entry))
+    return web.json_response({
+        **issuer_view(entry),
+        "tree_size": chain.log_size,
+        "checkpoint": chain.checkpoint_note(),
+        "issuer_proof": prove_issuer(chain.state, key).to_json(),
+    })
 
 
 async def block(request: web.Request) -> web.Response:
@@ -430,6 +474,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/proofs/inclusion", inclusion_proof),
         web.get("/v1/proofs/consistency", consistency_proof),
         web.get("/v1/credentials/{id}", credential),
+        web.get("/v1/credentials", credentials_by_prefix),
         web.get("/v1/receipts/{id}", receipt),
         web.get("/v1/issuers/{key}", issuer),
         web.get("/v1/blocks/{height}", block),

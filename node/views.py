@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 from ledger.block import Block, BlockHeader, CommitCertificate
-from ledger.records import CredentialIssuance, CredentialRevocation, IssuerRegistration, SignedRecord
+from ledger.records import SignedRecord
 from ledger.state import CredentialEntry, IssuerEntry
 
 
@@ -60,40 +60,43 @@ def block_view(block: Block) -> dict:
 
 
 def body_view(record: SignedRecord) -> dict:
-    body = record.body
-    if isinstance(body, IssuerRegistration):
-        fields = {
-            "issuer_key": body.issuer_key.hex(), "name": body.name,
-            "country": body.country, "web_origin": body.web_origin,
-        }
-    elif isinstance(body, CredentialIssuance):
-        fields = {"credential_id": body.credential_id.hex(), "issued_at": body.issued_at, "expires_at": body.expires_at}
-    elif isinstance(body, CredentialRevocation):
-        fields = {"credential_id": body.credential_id.hex(), "reason": body.reason.value, "revoked_at": body.revoked_at}
-    else:  # pragma: no cover - SignedRecord admits no other body
-        fields = {}
+    """A record body as JSON: bytes fields in hex, enums as their values."""
+    fields = {}
+    for name, value in record.body.to_map().items():
+        fields[name] = value.hex() if isinstance(value, bytes) else value
     return {"kind": record.kind, "signer": record.signer.hex(), "body": fields}
 
 
 def issuer_view(entry: IssuerEntry) -> dict:
     return {
         "key": entry.issuer_key.hex(),
+        "issuer_id": entry.issuer_id.hex(),
         "name": entry.name,
         "country": entry.country,
         "web_origin": entry.web_origin,
         "registered_by": entry.registered_by.hex(),
+        "status": entry.status.value,
         "leaf_index": entry.leaf_index,
+        "changed_leaf": entry.changed_leaf,
+        "successor": entry.successor.hex(),
+        "endorsements": [
+            {"endorser": e.endorser_key.hex(), "achievement_type": e.achievement_type, "leaf_index": e.leaf_index}
+            for e in entry.endorsements
+        ],
     }
 
 
-def credential_view(entry: CredentialEntry) -> dict:
+def credential_view(entry: CredentialEntry, now_s: int) -> dict:
     view = {
         "credential_id": entry.credential_id.hex(),
-        "status": entry.status.value,
+        "status": entry.status_at(now_s).value,
+        "issuer_key": entry.issuer_key.hex(),
         "issued_at": entry.issued_at,
         "expires_at": entry.expires_at,
         "issuance_leaf": entry.issuance_leaf,
     }
-    if entry.revocation_leaf >= 0:
-        view.update(revocation_leaf=entry.revocation_leaf, revoked_at=entry.revoked_at, reason=entry.reason)
+    if entry.changed_leaf >= 0:
+        view.update(changed_leaf=entry.changed_leaf, changed_at=entry.changed_at)
+    if entry.reason:
+        view["reason"] = entry.reason
     return view

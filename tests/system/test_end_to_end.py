@@ -57,14 +57,36 @@ def test_issue_kill_restart_prove_verify(tmp_path, node_processes):
     assert verdict["ok"] and verdict["issuer"]["name"] == "Facultad de Ingeniería"
     assert {c["name"] for c in verdict["checks"]} >= {
         "credential-id", "issuance-signature", "checkpoint-cosigned", "issuance-included", "issuer-registered",
-        "online-consistency", "not-revoked",
+        "status", "online-checkpoint", "online-consistency", "online-status", "online-issuer",
     }
+
+    # The holder staples a fresh status proof; the verifier checks it offline with a freshness policy.
+    staple = tmp_path / "status.json"
+    lacre("status", credential_id, "--node", url, "--out", str(staple), "--receipt", issued["receipt"])
+    stapled = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust,
+                    "--status", str(staple), "--max-age", "1h")
+    assert "stapled-status" in stapled.stdout and "VERIFIED" in stapled.stdout
+
+    # Suspension shows online and in a new staple, and is undone by reinstatement.
+    lacre("suspend", credential_id, "--key", str(tmp_path / "issuer.key"), "--node", url)
+    suspended = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust, "--online", url, check=False)
+    assert suspended.returncode == 1 and "SUSPENDED" in suspended.stdout
+    lacre("reinstate", credential_id, "--key", str(tmp_path / "issuer.key"), "--node", url)
+    lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust, "--online", url)
+
+    # A k-anonymous query: every credential under a 8-bit prefix, proven complete.
+    prefix = node.get(f"/v1/credentials?prefix={credential_id[:2]}&bits=8")
+    assert prefix["prefix_proof"]["bits"] == 8 and len(prefix["prefix_proof"]["entries"]) == 1
 
     lacre("revoke", credential_id, "--key", str(tmp_path / "issuer.key"), "--node", url, "--reason", "fraud")
     node.kill()
     url = node.start()
     online = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust, "--online", url, check=False)
     assert online.returncode == 1 and "REVOKED (fraud)" in online.stdout
+    assert "status changed from issued to revoked" in online.stdout
+    private = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust, "--online", url,
+                    "--private-bits", "8", check=False)
+    assert private.returncode == 1 and "private-status" in private.stdout and "REVOKED (fraud)" in private.stdout
     offline = lacre("verify", issued_doc, "--receipt", issued["receipt"], "--trust", trust)
     assert "VERIFIED" in offline.stdout
     node.stop()
