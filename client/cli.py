@@ -354,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     from client import cli_state
 
     cli_state.add_commands(command, commands, issuer)
+    cli_state.add_trust_commands(command, commands)
+    from client import cli_governance
+
+    cli_governance.add_commands(command, commands)
 
     sub = command("revoke", cmd_revoke, "revoke a credential")
     sub.add_argument("credential", metavar="CREDENTIAL|ID")

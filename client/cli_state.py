@@ -124,3 +124,83 @@ def add_commands(command, commands, issuer) -> None:
         "an authority or a registered issuer",
     )
     sub.add_argument("--achievement-type", metavar="TYPE", help="only this Open Badges achievement type")
+
+
+def cmd_trust_export(args: argparse.Namespace) -> int:
+    """Write consortium.json with the whole authority-set history from a node.
+
+    With --trust OLD, nothing the node says is taken on faith: the new file
+    must extend OLD's history, and every later epoch must follow from a
+    consortium.change record carrying valid approvals of a quorum of the
+    epoch before it.
+    """
+    import base64
+    from pathlib import Path
+
+    from client import cli
+    from client.sdk import AsyncClient
+    from ledger.genesis import GenesisError, Trust
+    from ledger.governance import ConsortiumEntry, GovernanceError
+    from ledger.records import ConsortiumChange
+
+    async def fetch() -> dict:
+        async with AsyncClient(args.node) as node:
+            return await node._request("GET", "/v1/consortium")
+
+    answer = cli._run(fetch())
+    try:
+        trust = Trust.from_json(answer["trust"])
+    except (GenesisError, KeyError, TypeError) as error:
+        raise cli.CliError(f"node's trust document is malformed: {error}", status=1) from None
+    checked = "the node's word (no --trust to check it against)"
+    if args.trust:
+        try:
+            old = Trust.load(args.trust)
+        except GenesisError as error:
+            raise cli.CliError(str(error)) from None
+        def sets(history):
+            return [(e.epoch, e.from_height, e.quorum, [(a.name, a.verifier.public_key) for a in e.authorities])
+                    for e in history]
+
+        if old.genesis_hash != trust.genesis_hash or sets(old.history) != sets(trust.history[: len(old.history)]):
+            raise cli.CliError("the node's history does not extend the trust file's: another consortium, or a fork", 1)
+        changes = {c["epoch"]: c for c in answer.get("changes", [])}
+        for previous, claimed in zip(trust.history[len(old.history) - 1:], trust.history[len(old.history):]):
+            try:
+                record = SignedRecord.decode(base64.b64decode(changes[claimed.epoch]["record"]))
+                if not isinstance(record.body, ConsortiumChange):
+                    raise GovernanceError("governance", "the record is not a consortium change")
+                entry = ConsortiumEntry(
+                    previous.epoch, previous.from_height, trust.genesis_hash,
+                    tuple(_authority(a) for a in previous.authorities),
+                    tuple(a.url for a in previous.authorities), 1,
+                )
+                after = entry.apply(record.body, record.signer, claimed.from_height - 1, -1)
+            except (KeyError, ValueError, TypeError, RecordError, GovernanceError) as error:
+                raise cli.CliError(f"epoch {claimed.epoch} is not proven by an approved change: {error}", 1) from None
+            if [(a.name, a.public_key) for a in after.authorities] != [
+                (a.name, a.verifier.public_key) for a in claimed.authorities
+            ]:
+                raise cli.CliError(f"epoch {claimed.epoch} differs from what its change record says", 1)
+        checked = f"every change since epoch {len(old.history) - 1} re-checked against its approvals"
+    cli._write_json(Path(args.out), trust.to_json())
+    cli._emit(args, trust.to_json(),
+              f"wrote {args.out}: {len(trust.history)} epoch(s), {len(trust.authorities)} authorities now, "
+              f"quorum {trust.quorum}; {checked}")
+    return 0
+
+
+def _authority(trusted):
+    from ledger.genesis import Authority
+
+    return Authority(trusted.name, trusted.verifier.public_key)
+
+
+def add_trust_commands(command, commands) -> None:
+    trust = commands.add_parser("trust", help="the consortium's trust file").add_subparsers(
+        dest="trust_command", required=True
+    )
+    sub = command("export", cmd_trust_export, "write consortium.json with the authority-set history", parent=trust)
+    sub.add_argument("--node", required=True, metavar="URL")
+    sub.add_argument("--out", default="consortium.json", metavar="FILE")
+    sub.add_argument("--trust", metavar="consortium.json", help="an older trust file the new one must extend")

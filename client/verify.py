@@ -50,6 +50,7 @@ from ledger.status_proof import (
     CredentialStatusProof,
     IssuerStatusProof,
     StatusProofError,
+    checkpoint_height,
     checkpoint_state_root,
     checkpoint_time_ms,
 )
@@ -122,6 +123,17 @@ def _path(value: object) -> list[bytes]:
     return [joined[i : i + 32] for i in range(0, len(joined), 32)]
 
 
+def _note_height(note: object) -> int | None:
+    """The "lacre-block <height>" a note's text claims, before any signature is checked."""
+    if not isinstance(note, str):
+        return None
+    for line in note.partition("\n\n")[0].splitlines()[3:]:
+        if line.startswith("lacre-block "):
+            height = line.split(" ")[1] if line.count(" ") >= 1 else ""
+            return int(height) if height.isdigit() and len(height) < 20 else None
+    return None
+
+
 def _utc(seconds: int) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -158,7 +170,11 @@ class ReceiptVerifier:
         known = self._checkpoints.get(note)
         if known is None:
             trust = self.trust
-            known = verify_checkpoint(note, trust.verifiers, trust.quorum, origin=trust.origin)
+            # The set that must cosign is the one in force at the block the
+            # note names; the name itself is only trusted once that set's
+            # quorum has signed the text that carries it.
+            epoch = trust.at(_note_height(note))
+            known = verify_checkpoint(note, epoch.verifiers, epoch.quorum, origin=trust.origin)
             if len(self._checkpoints) >= self._remembered_max:
                 self._checkpoints.clear()
             self._checkpoints[note] = known
@@ -305,7 +321,7 @@ def check_checkpoint(
     _need(
         result, name, True,
         f"{checkpoint.origin} tree size {checkpoint.tree_size}{at}, cosigned by {', '.join(result.cosigners)} "
-        f"(quorum {trust.quorum} of {len(trust.authorities)})", "",
+        f"(quorum {trust.at(checkpoint_height(checkpoint)).quorum} of {len(trust.at(checkpoint_height(checkpoint)).authorities)})", "",
     )
     return checkpoint
 
@@ -329,7 +345,7 @@ def check_issuer(
     except StatusProofError as error:
         _need(result, name, False, "", f"issuer proof fails: {error}")
         raise AssertionError("unreachable")
-    authorities = {a.verifier.public_key: a.name for a in trust.authorities}
+    authorities = {a.verifier.public_key: a.name for e in trust.history for a in e.authorities}
     if proof.issuer_key != signer or entry is None:
         _need(result, name, False, "", "issuance signer is not a registered issuer key")
     assert entry is not None

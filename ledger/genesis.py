@@ -189,13 +189,56 @@ class TrustedAuthority:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedEpoch:
+    """One authority set of the consortium's history, in force from `from_height`."""
+
+    epoch: int
+    from_height: int
+    quorum: int
+    authorities: tuple[TrustedAuthority, ...]
+
+    def __post_init__(self) -> None:
+        if not self.authorities:
+            raise GenesisError(f"epoch {self.epoch} lists no authorities")
+        if not 1 <= self.quorum <= len(self.authorities) or self.quorum < _quorum(len(self.authorities)):
+            raise GenesisError(
+                f"epoch {self.epoch}: quorum {self.quorum} is below the BFT quorum of {len(self.authorities)} authorities"
+            )
+
+    @property
+    def verifiers(self) -> list[NoteVerifier]:
+        return [a.verifier for a in self.authorities]
+
+
+def _authorities_json(authorities: tuple[TrustedAuthority, ...]) -> list[dict]:
+    return [{"name": a.name, "key": a.verifier.encode(), "url": a.url} for a in authorities]
+
+
+def _authorities_from_json(entries: object) -> tuple[TrustedAuthority, ...]:
+    authorities = []
+    for entry in entries:  # type: ignore[union-attr]
+        verifier = parse_verifier_key(entry["key"])
+        if verifier.name != entry["name"]:
+            raise GenesisError(f"authority {entry['name']!r}: key names {verifier.name!r}")
+        authorities.append(TrustedAuthority(entry["name"], verifier, entry.get("url", "")))
+    return tuple(authorities)
+
+
+@dataclass(frozen=True, slots=True)
 class Trust:
-    """consortium.json: everything a verifier trusts."""
+    """consortium.json: everything a verifier trusts.
+
+    `authorities` and `quorum` are the current set; `history` lists every
+    set since genesis (epoch 0 first), so a checkpoint of block h is checked
+    against the set in force at h (`at`). A trust file without "history" is
+    a consortium that never changed its set.
+    """
 
     origin: str
     genesis_hash: bytes
     quorum: int
     authorities: tuple[TrustedAuthority, ...]
+    history: tuple[TrustedEpoch, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.authorities:
@@ -204,10 +247,38 @@ class Trust:
             raise GenesisError(
                 f"quorum {self.quorum} is below the BFT quorum of {len(self.authorities)} authorities"
             )
+        if not self.history:
+            object.__setattr__(self, "history", (TrustedEpoch(0, 1, self.quorum, self.authorities),))
+        epochs = self.history
+        if [e.epoch for e in epochs] != list(range(len(epochs))) or epochs[0].from_height != 1:
+            raise GenesisError("history must list epochs 0, 1, ... from height 1")
+        if any(b.from_height <= a.from_height for a, b in zip(epochs, epochs[1:])):
+            raise GenesisError("history heights must increase")
+        last = epochs[-1]
+        if (last.quorum, last.authorities) != (self.quorum, self.authorities):
+            raise GenesisError("the current authorities must be the last epoch of the history")
 
     @property
     def verifiers(self) -> list[NoteVerifier]:
         return [a.verifier for a in self.authorities]
+
+    def at(self, height: int | None) -> TrustedEpoch:
+        """The set in force at block `height` (None: the current one)."""
+        if height is None:
+            return self.history[-1]
+        for epoch in reversed(self.history):
+            if epoch.from_height <= height:
+                return epoch
+        return self.history[0]
+
+    def ever_authority(self, public_key: bytes) -> TrustedAuthority | None:
+        """The authority with this key in any epoch (issuers registered by a
+        since-removed authority stay registered)."""
+        for epoch in reversed(self.history):
+            for authority in epoch.authorities:
+                if authority.verifier.public_key == public_key:
+                    return authority
+        return None
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, urls: dict[str, str]) -> "Trust":
@@ -217,27 +288,30 @@ class Trust:
         )
 
     def to_json(self) -> dict:
-        return {
+        document = {
             "origin": self.origin,
             "genesis_hash": self.genesis_hash.hex(),
             "quorum": self.quorum,
-            "authorities": [
-                {"name": a.name, "key": a.verifier.encode(), "url": a.url} for a in self.authorities
-            ],
+            "authorities": _authorities_json(self.authorities),
         }
+        if len(self.history) > 1:
+            document["history"] = [
+                {"epoch": e.epoch, "from_height": e.from_height, "quorum": e.quorum,
+                 "authorities": _authorities_json(e.authorities)}
+                for e in self.history
+            ]
+        return document
 
     @classmethod
     def from_json(cls, document: dict) -> "Trust":
         try:
-            authorities = []
-            for entry in document["authorities"]:
-                verifier = parse_verifier_key(entry["key"])
-                if verifier.name != entry["name"]:
-                    raise GenesisError(f"authority {entry['name']!r}: key names {verifier.name!r}")
-                authorities.append(TrustedAuthority(entry["name"], verifier, entry.get("url", "")))
+            history = tuple(
+                TrustedEpoch(int(e["epoch"]), int(e["from_height"]), int(e["quorum"]), _authorities_from_json(e["authorities"]))
+                for e in document.get("history", ())
+            )
             return cls(
                 document["origin"], bytes.fromhex(document["genesis_hash"]),
-                int(document["quorum"]), tuple(authorities),
+                int(document["quorum"]), _authorities_from_json(document["authorities"]), history,
             )
         except GenesisError:
             raise

@@ -136,6 +136,42 @@ async def status(request: web.Request) -> web.Response:
     })
 
 
+async def consortium(request: web.Request) -> web.Response:
+    """The trust file with the whole authority-set history, and the change records behind it.
+
+    URLs come from the change records, else from this node's peer table.
+    `lacre trust export` re-checks every change's approvals before trusting it.
+    """
+    chain = _chain(request)
+    config = request.app[appkeys.CONFIG]
+    known_urls = dict(config.peers)
+
+    def authorities(entry) -> list[dict]:
+        return [
+            {"name": a.name, "key": a.verifier.encode(), "url": url or known_urls.get(a.name, "")}
+            for a, url in zip(entry.authorities, entry.urls)
+        ]
+
+    epochs = chain.history.epochs
+    history = [
+        {"epoch": e.epoch, "from_height": e.from_height, "quorum": e.authority_set.quorum,
+         "authorities": authorities(e), "block_records_max": e.block_records_max}
+        for e in epochs
+    ]
+    trust = {
+        "origin": chain.origin,
+        "genesis_hash": chain.chain_id.hex(),
+        "quorum": history[-1]["quorum"],
+        "authorities": history[-1]["authorities"],
+        "history": history,
+    }
+    changes = [
+        {"epoch": e.epoch, "leaf_index": e.leaf_index, "record": b64(chain.record_at(e.leaf_index))}
+        for e in epochs[1:]
+    ]
+    return web.json_response({"trust": trust, "changes": changes})
+
+
 def _connected(request: web.Request, name: str) -> bool:
     driver = request.app.get(appkeys.DRIVER)
     return driver is not None and name in driver.peers.connected
@@ -468,6 +504,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/healthz", healthz),
         web.get("/v1/status", status),
+        web.get("/v1/consortium", consortium),
         web.get("/v1/checkpoint", checkpoint),
         web.post("/v1/records", submit_records),
         web.get("/v1/records/{hash}", get_record),
