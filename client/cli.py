@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     from client import cli_governance
 
     cli_governance.add_commands(command, commands)
+    from client import cli_chain
+
+    cli_chain.add_commands(commands)
 
     sub = command("revoke", cmd_revoke, "revoke a credential")
     sub.add_argument("credential", metavar="CREDENTIAL|ID")

@@ -136,6 +136,11 @@ async def status(request: web.Request) -> web.Response:
     })
 
 
+async def genesis(request: web.Request) -> web.Response:
+    """genesis.json: what an auditor or an importing node needs to start from block 1."""
+    return web.json_response(_chain(request).genesis.to_json())
+
+
 async def consortium(request: web.Request) -> web.Response:
     """The trust file with the whole authority-set history, and the change records behind it.
 
@@ -505,6 +510,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/healthz", healthz),
         web.get("/v1/status", status),
         web.get("/v1/consortium", consortium),
+        web.get("/v1/genesis", genesis),
         web.get("/v1/checkpoint", checkpoint),
         web.post("/v1/records", submit_records),
         web.get("/v1/records/{hash}", get_record),
