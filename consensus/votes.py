@@ -99,6 +99,19 @@ class HeightVotes:
         entry = self._slots.get((round, kind))
         return len(entry.first_by_authority) if entry else 0
 
+    def voted_or_past(self, round: int, kind: VoteKind) -> int:
+        """Distinct authorities that signed any `kind` at `round` or sent some message for a later round.
+
+        For starting timeouts only (never for a polka or a decision): an honest
+        authority heard at a later round never votes at `round`, and a Byzantine
+        one could as well sign a vote there."""
+        entry = self._slots.get((round, kind))
+        authorities = set(entry.first_by_authority) if entry else set()
+        for later, senders in self._senders_by_round.items():
+            if later > round:
+                authorities |= senders
+        return len(authorities)
+
     def senders(self, round: int) -> int:
         return len(self._senders_by_round.get(round, ()))
 

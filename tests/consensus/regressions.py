@@ -29,4 +29,12 @@ REGRESSION_SEEDS: list[tuple[int, int, str]] = [
     (31872, 6_000, "no Byzantine node, one kept down: only one node held the crashed node's precommit, so only it "
                    "timed out into the next round and the others, one sender short of f+1, stalled; relay the "
                    "others' precommits of the previous round and votes of the current one on retransmit"),
+    # Checked: the path is the same as the failing one until 5534 ms (after the heal
+    # at 5219 ms), where the new count first starts a timeout; the cluster then
+    # commits 3 heights by 7113 ms. testdata/restart_lost_round_justification.txt
+    # pins the interleaving should the seed drift.
+    (204060, 6_000, "no Byzantine node, one kept down, three crash-restarts: the only copies of the down node's "
+                    "precommit that had moved one node a round ahead died with the crashes (only signed statements "
+                    "are durable); the others, 2 votes short of q and 1 sender short of f+1, never timed out again; "
+                    "count authorities heard at a later round toward the q of any that starts a timeout"),
 ]
