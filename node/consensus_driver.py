@@ -6,11 +6,23 @@ Actions are performed in list order, and a `PersistSigned` is written to
 LevelDB with sync before the next action runs, so nothing the authority
 signed can leave the process before it is on disk.
 
-Block bodies travel inside proposals as the canonical map
-`{"header": ..., "records": [...]}`; a proposal is valid when its body decodes,
-the header hashes to the proposed hash, the checkpoint text is the header's,
-and `Chain.validate` accepts it. Record signatures already checked by the
-mempool are not checked again.
+Block bodies travel inside proposals in compact form, the canonical map
+`{"header": ..., "record_hashes": [...]}`: every authority already receives
+every record by mempool gossip, so sending the records again in the proposal
+(and once more in each relay and retransmission) only cost bandwidth,
+MessagePack and signature hashing on every node. A receiver takes each record
+from its mempool, waits for one still being admitted, and asks the proposer
+(then every peer, `kind = "want"`) for the others, which come back as ordinary
+`records` frames and are verified once like any gossip. A proposal is valid
+when its body decodes, the header hashes to the proposed hash, the checkpoint
+text is the header's, and `Chain.validate` accepts the resolved records (the
+header's log root binds them to the hashes). Record signatures already checked
+on admission are not checked again.
+
+The locked value's records are kept durable beside the signed state
+(`KEY_LOCKED_RECORDS`, written once per locked value in the synced write of the
+precommit that locks it): a cluster that restarts while locked has no mempools
+left, and must still be able to re-propose and validate that value.
 """
 
 from __future__ import annotations
@@ -21,13 +33,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 
 from consensus import actions as act
 from consensus import events as ev
 from consensus.machine import Machine
-from consensus.messages import Value
+from consensus.messages import HASH_BYTES, Value
 from consensus.signed_state import SignedState, SignedStateError
 from ledger import codec, crypto
 from ledger.block import BlockError, BlockHeader
@@ -44,19 +57,45 @@ from node.sync import SyncError, catch_up
 log = logging.getLogger("lacre.consensus")
 
 KEY_SIGNED = b"c/signed"
+KEY_LOCKED_RECORDS = b"c/locked-records"
 EVIDENCE_PREFIX = b"e/"
 RECORDS_GOSSIP_MAX = 2_000
+# A proposal's records that are neither pending nor being admitted are asked
+# from the proposer at once, then from every peer each period until they come.
+FETCH_RETRY_S = 0.5
 
 
-def encode_body(header: BlockHeader, records: list[bytes]) -> bytes:
-    return codec.encode({"header": header.to_map(), "records": records})
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A decoded proposal body: the header and its records' hashes, in order.
+
+    `records` holds the record bytes of a full body (the form before compact
+    bodies, still found in a signed state persisted by an older node).
+    """
+
+    header: BlockHeader
+    record_hashes: list[bytes]
+    records: list[bytes] | None = None
 
 
-def decode_body(body: bytes) -> tuple[BlockHeader, list[bytes]]:
+def encode_body(header: BlockHeader, record_hashes: list[bytes]) -> bytes:
+    return codec.encode({"header": header.to_map(), "record_hashes": record_hashes})
+
+
+def decode_body(body: bytes) -> Body:
     mapping = codec.decode(body)
-    if type(mapping) is not dict or set(mapping) != {"header", "records"} or type(mapping["records"]) is not list:
+    if type(mapping) is not dict or set(mapping) not in ({"header", "record_hashes"}, {"header", "records"}):
         raise BlockError("encoding", "proposal body fields")
-    return BlockHeader.from_map(mapping["header"]), mapping["records"]
+    header = BlockHeader.from_map(mapping["header"])
+    if "records" in mapping:
+        records = mapping["records"]
+        if type(records) is not list or not all(type(r) is bytes for r in records):
+            raise BlockError("encoding", "proposal body records")
+        return Body(header, [leaf_hash(r) for r in records], records)
+    hashes = mapping["record_hashes"]
+    if type(hashes) is not list or not all(type(h) is bytes and len(h) == HASH_BYTES for h in hashes):
+        raise BlockError("encoding", "proposal body record hashes")
+    return Body(header, hashes)
 
 
 class ConsensusDriver:
@@ -90,6 +129,12 @@ class ConsensusDriver:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="consensus")
         self._gossip: list[bytes] = []
         self._gossip_scheduled = False
+        # Records of the current height held outside the mempool: fetched for a
+        # proposal although the mempool refused them, or the locked value's
+        # records read back after a restart. Cleared when the height advances.
+        self._held: dict[bytes, SignedRecord] = {}
+        self._wants: list[set[bytes]] = []  # hashes each running resolution still misses
+        self._locked_block: bytes | None = None  # whose records KEY_LOCKED_RECORDS holds
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -102,6 +147,7 @@ class ConsensusDriver:
             except SignedStateError:
                 # Refuse to run rather than risk signing twice.
                 raise RuntimeError("consensus state is corrupt; refusing to sign") from None
+        self._load_locked_records(signed)
         self.machine = Machine(
             authority_set=self.chain.authority_set, chain_id=self.chain.chain_id, signer=self.key,
             height=self.chain.height + 1, signed=signed,
@@ -143,6 +189,7 @@ class ConsensusDriver:
             if isinstance(action, act.PersistSigned):
                 batch = WriteBatch()
                 batch.put(KEY_SIGNED, action.state.encode())
+                self._persist_locked_records(action.state, batch)
                 self.state_store.write(batch, sync=True)
             elif isinstance(action, act.Broadcast):
                 self.peers.send("consensus", action.data)
@@ -175,6 +222,8 @@ class ConsensusDriver:
         elif kind == "records":
             # Kept in _tasks: the loop holds only weak references to tasks.
             self._tasks.append(asyncio.create_task(self._admit_gossip(payload)))
+        elif kind == "want":
+            self._serve_want(sender, payload)
 
     async def _admit_gossip(self, payload: bytes) -> None:
         try:
@@ -183,7 +232,30 @@ class ConsensusDriver:
                 return
         except codec.CodecError:
             return
-        await self.service.admit_each(records)
+        verified = await self.service.admit_each(records)
+        if self._wants:
+            # A proposal needs these; keep those the mempool refused.
+            pending = self.service.mempool.records
+            for record in verified:
+                if record.hash not in pending and any(record.hash in want for want in self._wants):
+                    self._held[record.hash] = record
+
+    def _known(self, record_hash: bytes) -> SignedRecord | None:
+        """A decoded, verified record of this height, if this node has it."""
+        record = self.service.mempool.records.get(record_hash)
+        return record if record is not None else self._held.get(record_hash)
+
+    def _serve_want(self, sender: str, payload: bytes) -> None:
+        """Send a peer the records it asks for that this node has (as gossip frames)."""
+        try:
+            hashes = codec.decode(payload)
+        except codec.CodecError:
+            return
+        if type(hashes) is not list or len(hashes) > self.chain.block_records_max:
+            return
+        found = [record.encoded for h in hashes if type(h) is bytes and (record := self._known(h)) is not None]
+        for start in range(0, len(found), RECORDS_GOSSIP_MAX):
+            self.peers.send("records", codec.encode(found[start : start + RECORDS_GOSSIP_MAX]), to=sender)
 
     def _gossip_records(self, records: list[SignedRecord]) -> None:
         """Send newly admitted records on to the other authorities, in small batches."""
@@ -218,7 +290,7 @@ class ConsensusDriver:
             self.service.dropped(refused)
         header = proposed.header
         self._validated[header.hash] = (header, proposed.records, proposed.delta)
-        value = Value(header.hash, encode_body(header, [r.encoded for r in proposed.records]),
+        value = Value(header.hash, encode_body(header, [r.hash for r in proposed.records]),
                       header.checkpoint(self.chain.origin).text())
         self.post(ev.ProposalBodyReady(height, round, value))
 
@@ -230,24 +302,83 @@ class ConsensusDriver:
     async def _validate_async(self, height: int, value: Value) -> None:
         valid = False
         try:
-            header, encoded = decode_body(value.body)
+            body = decode_body(value.body)
+            header = body.header
             if header.hash != value.block_hash or header.checkpoint(self.chain.origin).text() != value.checkpoint_text:
                 raise BlockError("proposal-binding", "body does not match the proposed hash")
-            # Signatures of records our mempool has not seen, off the loop.
-            pending = self.service.mempool.records
-            unseen = [data for data in encoded if leaf_hash(data) not in pending]
-            if unseen:
-                await asyncio.get_running_loop().run_in_executor(self._executor, _verify_records, unseen)
-            if self.chain.height + 1 == height:
-                # Mempool records were decoded and verified on admission.
+            if len(body.record_hashes) != header.record_count or header.record_count > self.chain.block_records_max:
+                raise BlockError("record-count", "record hashes differ from the header's count")
+            records = await self._resolve(height, body)
+            if records is not None and self.chain.height + 1 == height:
+                # Every resolved record was decoded and verified once on this node.
                 records, delta = self.chain.validate(
-                    header, encoded, verify_signatures=False, known=self.service.mempool.records
+                    header, [r.encoded for r in records], verify_signatures=False,
+                    known={r.hash: r for r in records},
                 )
                 self._validated[header.hash] = (header, records, delta)
                 valid = True
         except (BlockError, RecordError, crypto.SignatureError, codec.CodecError) as error:
             log.warning("proposal %s at height %d is invalid: %s", value.block_hash.hex()[:16], height, error)
         self.post(ev.ProposalValidated(height, value.block_hash, valid))
+
+    async def _resolve(self, height: int, body: Body) -> list[SignedRecord] | None:
+        """The records of `body`, in order; None if the chain passed `height` first.
+
+        Records are taken from the mempool or those held for this height;
+        one still being admitted is waited for; the rest are asked from the
+        proposer at once and from every peer each FETCH_RETRY_S, and arrive
+        through `_admit_gossip` (so each is verified once). Raises BlockError
+        if a record is already on the ledger. A record nobody has keeps the
+        proposal unresolved until the height is decided without it (the
+        machine's propose timeout prevotes nil meanwhile).
+        """
+        if body.records is not None:
+            await self._hold_full_body(body)
+        found: dict[bytes, SignedRecord] = {}
+        missing: set[bytes] = set()
+        for record_hash in body.record_hashes:
+            record = self._known(record_hash)
+            if record is None:
+                missing.add(record_hash)
+            else:
+                found[record_hash] = record
+        if missing:
+            if any(self.chain.locate(h) is not None for h in missing):
+                raise BlockError("record-unique", "a record is already on the ledger")
+            loop = asyncio.get_running_loop()
+            asked: set[bytes] = set()
+            ask_all_at = loop.time() + FETCH_RETRY_S
+            self._wants.append(missing)
+            try:
+                while missing:
+                    if self.chain.height + 1 != height:
+                        return None
+                    absent = [h for h in missing if h not in self.service.inflight]
+                    if loop.time() >= ask_all_at:
+                        if absent:
+                            self.peers.send("want", codec.encode(absent))
+                        ask_all_at = loop.time() + FETCH_RETRY_S
+                    elif unasked := [h for h in absent if h not in asked]:
+                        self.peers.send("want", codec.encode(unasked), to=body.header.proposer)
+                        asked.update(unasked)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(
+                            asyncio.shield(self.service.settled()), max(0.0, ask_all_at - loop.time())
+                        )
+                    for record_hash in list(missing):
+                        if (record := self._known(record_hash)) is not None:
+                            found[record_hash] = record
+                            missing.discard(record_hash)
+            finally:
+                self._wants = [want for want in self._wants if want is not missing]
+        return [found[record_hash] for record_hash in body.record_hashes]
+
+    async def _hold_full_body(self, body: Body) -> None:
+        """Hold the records of a full body, verifying (off the loop) those this node has not."""
+        unseen = [data for data, h in zip(body.records or (), body.record_hashes) if self._known(h) is None]
+        if unseen:
+            decoded = await asyncio.get_running_loop().run_in_executor(self._executor, _verify_records, unseen)
+            self._held.update((record.hash, record) for record in decoded)
 
     # -- commits ----------------------------------------------------------------
 
@@ -258,10 +389,29 @@ class ConsensusDriver:
             return
         cached = self._validated.get(action.value.block_hash)
         if cached is None or cached[0].height != action.height or cached[0].previous_hash != self.chain.head_hash:
-            header, encoded = decode_body(action.value.body)
-            records, delta = self.chain.validate(header, encoded)
-        else:
-            header, records, delta = cached
+            # A value decided without this node validating it (a lock restored
+            # after a restart): its records may need fetching first.
+            self._tasks.append(asyncio.create_task(self._commit_unvalidated(action)))
+            return
+        self._commit_validated(action, *cached)
+
+    async def _commit_unvalidated(self, action: act.Commit) -> None:
+        try:
+            body = decode_body(action.value.body)
+            records = await self._resolve(action.height, body)
+            if records is None or action.height != self.chain.height + 1:
+                return
+            validated, delta = self.chain.validate(
+                body.header, [r.encoded for r in records], verify_signatures=False,
+                known={r.hash: r for r in records},
+            )
+            self._commit_validated(action, body.header, validated, delta)
+        except Exception:
+            log.exception("committing decided block %d failed", action.height)
+
+    def _commit_validated(
+        self, action: act.Commit, header: BlockHeader, records: Sequence[SignedRecord], delta: StateDelta
+    ) -> None:
         started = time.perf_counter()
         self.chain.commit(header, records, action.certificate, delta)
         self._validated.clear()
@@ -271,6 +421,7 @@ class ConsensusDriver:
     def _applied(
         self, header: BlockHeader, records: Sequence[SignedRecord], started: float | None = None
     ) -> None:
+        self._held.clear()
         mempool = self.service.mempool
         hashes = [r.hash for r in records]
         only_pending = all(h in mempool for h in hashes)
@@ -305,6 +456,50 @@ class ConsensusDriver:
         except SyncError as error:
             log.warning("catch-up from %s failed: %s", peer, error)
 
+    # -- the locked value's records ---------------------------------------------
+
+    def _persist_locked_records(self, state: SignedState, batch: WriteBatch) -> None:
+        """Add the locked value's records to `batch` once per locked value (delete them once unlocked).
+
+        Runs in the synced write of the precommit that locks, so they are
+        durable whenever the lock is. The value was validated (or built) here
+        before the machine precommitted it, so its records are at hand.
+        """
+        value = state.locked_value
+        block_hash = None if value is None else value.block_hash
+        if block_hash == self._locked_block:
+            return
+        if value is None:
+            batch.delete(KEY_LOCKED_RECORDS)
+        else:
+            cached = self._validated.get(block_hash)
+            if cached is None:  # not reachable: a value is precommitted only once validated here
+                log.error("locked value %s has no validated records to persist", block_hash.hex()[:16])
+                return
+            records = [record.encoded for record in cached[1]]
+            batch.put(KEY_LOCKED_RECORDS, codec.encode({"block": block_hash, "records": records}))
+        self._locked_block = block_hash
+
+    def _load_locked_records(self, signed: SignedState | None) -> None:
+        """Hold the records of the lock `signed` restores (written by `_persist_locked_records`)."""
+        value = signed.locked_value if signed is not None and signed.height == self.chain.height + 1 else None
+        data = self.state_store.get(KEY_LOCKED_RECORDS)
+        stored = None
+        if data is not None:
+            try:
+                mapping = codec.decode(data)
+                stored = mapping["block"]
+                if value is not None and value.block_hash == stored:
+                    # Our own write, verified before we locked: decoded, not verified again.
+                    records = (SignedRecord.decode(encoded) for encoded in mapping["records"])
+                    self._held = {record.hash: record for record in records}
+            except (codec.CodecError, RecordError, KeyError, TypeError) as error:
+                raise RuntimeError(f"locked records are corrupt: {error}") from None
+        # A restored lock's records are on disk already (or in its body, when
+        # an older node persisted a full one); otherwise the next write deletes
+        # records left from a lock of an earlier height.
+        self._locked_block = value.block_hash if value is not None else stored
+
     # -- evidence ---------------------------------------------------------------
 
     def _record_evidence(self, action: act.RecordEvidence) -> None:
@@ -323,6 +518,8 @@ class ConsensusDriver:
         return [value for _, value in self.state_store.iterate(EVIDENCE_PREFIX)]
 
 
-def _verify_records(encoded: list[bytes]) -> None:
-    for data in encoded:
-        SignedRecord.decode(data).verify()
+def _verify_records(encoded: list[bytes]) -> list[SignedRecord]:
+    records = [SignedRecord.decode(data) for data in encoded]
+    for record in records:
+        record.verify()
+    return records

@@ -10,7 +10,7 @@ queue is full, since consensus retransmits what matters.
 
 Every frame is an envelope signed by the sending authority:
 
-    {"from": name, "kind": "consensus" | "records", "payload": bin, "sig": bin}
+    {"from": name, "kind": "consensus" | "records" | "want", "payload": bin, "sig": bin}
 
 with the signature over `PEER_CONTEXT || encode({"from", "kind", "payload"})`.
 Frames from keys outside the authority set, badly signed or malformed are

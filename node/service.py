@@ -88,6 +88,23 @@ class LedgerService:
         # Called with records newly admitted from clients (the consensus
         # driver gossips them on to the other authorities).
         self.on_admitted: Callable[[list[SignedRecord]], None] | None = None
+        # Hashes of records decoded and being verified or judged, not yet in
+        # the mempool or refused. A record arriving again meanwhile (gossip
+        # racing a fetch) is skipped, and the consensus driver waits for it
+        # rather than fetching it: each record is verified once per node.
+        self.inflight: set[bytes] = set()
+        self._settled: asyncio.Future | None = None
+
+    def settled(self) -> asyncio.Future:
+        """A future done when the next submission or gossip batch has been admitted or refused."""
+        if self._settled is None or self._settled.done():
+            self._settled = asyncio.get_running_loop().create_future()
+        return self._settled
+
+    def _settle(self, hashes: Sequence[bytes]) -> None:
+        self.inflight.difference_update(hashes)
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
 
     def close(self) -> None:
         self._verifier.shutdown(wait=False, cancel_futures=True)
@@ -128,6 +145,16 @@ class LedgerService:
         if len(fresh) > self.mempool.room:
             self.metrics.overloaded.inc()
             raise Overloaded()
+        hashes = [record.hash for _, record in fresh]
+        self.inflight.update(hashes)
+        try:
+            return await self._submit_fresh(fresh, results, refusals)
+        finally:
+            self._settle(hashes)
+
+    async def _submit_fresh(
+        self, fresh: list[tuple[int, SignedRecord]], results: list[Admitted | None], refusals: list[Refusal]
+    ) -> list[Admitted]:
         # Signatures first, on worker threads: the costly check, and one no
         # later state change can alter.
         bad = await self._verify([record for _, record in fresh])
@@ -136,9 +163,12 @@ class LedgerService:
         # Rules next, on one scratch delta, so records of one submission may
         # build on each other (register an issuer, then issue).
         scratch = StateDelta(self.mempool.pending_state, self.chain.authority_set)
-        bad_set = set(bad)
+        skip = set(bad)
         for position, (index, record) in enumerate(fresh):
-            if position in bad_set:
+            if position in skip:
+                continue
+            if record.hash in self.mempool:  # a peer's gossip admitted it during the await
+                skip.add(position)
                 continue
             try:
                 scratch.apply(record, leaf_index=-1)
@@ -151,53 +181,69 @@ class LedgerService:
                 self.metrics.records_refused.labels(refusal.error).inc()
             raise SubmissionRefused(refusals)
         # No await since `scratch` was built: it is still on top of pending.
-        self.mempool.admit([record for _, record in fresh], scratch)
+        admitted = [record for position, (_, record) in enumerate(fresh) if position not in skip]
+        self.mempool.admit(admitted, scratch)
         for index, record in fresh:
             results[index] = Admitted(record.hash, RecordState.PENDING)
-        self.metrics.records_admitted.inc(len(fresh))
+        self.metrics.records_admitted.inc(len(admitted))
         self.metrics.mempool_depth.set(len(self.mempool))
-        if self.on_admitted is not None and fresh:
-            self.on_admitted([record for _, record in fresh])
+        if self.on_admitted is not None and admitted:
+            self.on_admitted(admitted)
         return [result for result in results if result is not None]
 
-    async def admit_each(self, encoded_records: Sequence[bytes]) -> int:
-        """Admit what is valid of records gossiped by a peer, one by one; returns how many.
+    async def admit_each(self, encoded_records: Sequence[bytes]) -> list[SignedRecord]:
+        """Admit what is valid of records gossiped by a peer, one by one.
 
-        Unlike a client's submission, one bad record does not spoil the rest,
-        and a full mempool drops rather than refuses: the proposer that has
-        them will still propose them.
+        Returns every record that decoded and whose signature verifies,
+        admitted or not (the consensus driver may need one for a proposal
+        even when the mempool refuses it). Unlike a client's submission, one
+        bad record does not spoil the rest, and a full mempool drops rather
+        than refuses: the proposer that has them will still propose them.
+        Records already pending, committed or being admitted are not
+        verified again.
         """
         fresh: list[SignedRecord] = []
         seen: set[bytes] = set()
+        pending, inflight = self.mempool.records, self.inflight
         for data in encoded_records:
             try:
                 record = SignedRecord.decode(data)
             except RecordError:
                 continue
             record_hash = record.hash
-            if record_hash in seen or record_hash in self.mempool or self.chain.locate(record_hash) is not None:
+            if record_hash in seen or record_hash in pending or record_hash in inflight:
                 continue
             seen.add(record_hash)
-            fresh.append(record)
+            if self.chain.locate(record_hash) is None:
+                fresh.append(record)
+        hashes = [record.hash for record in fresh]
+        inflight.update(hashes)
+        try:
+            return await self._admit_fresh(fresh)
+        finally:
+            self._settle(hashes)
+
+    async def _admit_fresh(self, fresh: list[SignedRecord]) -> list[SignedRecord]:
         bad = set(await self._verify(fresh))
+        verified = [record for position, record in enumerate(fresh) if position not in bad]
         admitted = []
+        pending = self.mempool.records
         scratch = StateDelta(self.mempool.pending_state, self.chain.authority_set)
-        for position, record in enumerate(fresh):
-            if position in bad or record.hash in self.mempool:
+        for record in verified:
+            if record.hash in pending:
                 continue
             try:
                 scratch.apply(record, leaf_index=-1)
             except RuleError:
                 continue
             admitted.append(record)
-        room = self.mempool.room
-        if len(admitted) > room:
+        if len(admitted) > self.mempool.room:
             self.metrics.overloaded.inc()
-            return 0
-        self.mempool.admit(admitted, scratch)
-        self.metrics.records_admitted.inc(len(admitted))
-        self.metrics.mempool_depth.set(len(self.mempool))
-        return len(admitted)
+        else:
+            self.mempool.admit(admitted, scratch)
+            self.metrics.records_admitted.inc(len(admitted))
+            self.metrics.mempool_depth.set(len(self.mempool))
+        return verified
 
     async def _verify(self, records: list[SignedRecord]) -> list[int]:
         if not records:
