@@ -496,6 +496,29 @@ def bench_simulation(rows: list[Row], seeds: int) -> None:
                     "deterministic cluster simulation", "reported", ok))
 
 
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def bench_state(rows: list[Row], quick: bool) -> None:
+    """Status proofs over the authenticated credential map (issue 4)."""
+    from client.bench_state import bench_status_proofs
+
+    for row in bench_status_proofs(quick=quick):
+        rows.append(Row(row["figure"], _format(row["measured"]), "absolute", row["target"], row["ok"]))
+
+
+def bench_audit_section(rows: list[Row], quick: bool) -> None:
+    """Full-verification replay from genesis (issue 5)."""
+    from client.bench_audit import bench_audit
+
+    for row in bench_audit(quick=quick):
+        rows.append(Row(row["figure"], _format(row["measured"]), _format(row.get("limit") or "absolute"),
+                        row.get("target", "report"), row.get("ok")))
+
+
 def render(rows: list[Row]) -> str:
     headers = ("figure", "measured", "measured against", "target", "ok")
     table = [headers] + [(r.figure, r.measured, r.reference, r.target, {True: "yes", False: "NO", None: "-"}[r.ok]) for r in rows]
@@ -508,7 +531,8 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (figures not comparable)")
-    parser.add_argument("--only", choices=["merkle", "submit", "serve", "consortium", "catch-up", "simulation"], action="append")
+    sections = ["merkle", "submit", "serve", "consortium", "catch-up", "simulation", "state", "audit"]
+    parser.add_argument("--only", choices=sections, action="append")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -518,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lacre-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["merkle", "submit", "serve", "consortium", "catch-up", "simulation"])
+    only = set(args.only or sections)
     rows: list[Row] = []
     try:
         verify_rate = ed25519_verifications_per_s()
@@ -535,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_catch_up(rows, work, behind)
         if "simulation" in only:
             bench_simulation(rows, seeds)
+        if "state" in only:
+            bench_state(rows, args.quick)
+        if "audit" in only:
+            bench_audit_section(rows, args.quick)
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

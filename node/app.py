@@ -66,7 +66,7 @@ async def _chain_context(app: web.Application) -> AsyncIterator[None]:
 async def _service_context(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     chain = app[appkeys.CHAIN]
-    mempool = Mempool(config.limits.mempool_records_max, chain.state, chain.authority_set)
+    mempool = Mempool(config.limits.mempool_records_max, chain.state, lambda: chain.authority_set)
     service = LedgerService(chain, mempool, app[appkeys.METRICS], config.limits.verify_threads)
     app[appkeys.SERVICE] = service
     yield

@@ -281,7 +281,7 @@ class ConsensusDriver:
             await asyncio.sleep(self.block_delay_s)
         if self.chain.height + 1 != height:
             return
-        records = mempool.peek(self.chain.genesis.block_records_max)
+        records = mempool.peek(self.chain.block_records_max)
         proposed = self.chain.propose(records, self.key.name, round, self.clock_ms())
         if proposed.rejected:
             refused = [record for record, _ in proposed.rejected]

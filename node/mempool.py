@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ledger.genesis import AuthoritySet
 from ledger.records import SignedRecord
@@ -22,12 +22,15 @@ class MempoolFullError(Exception):
 
 
 class Mempool:
-    def __init__(self, records_max: int, state: StateView, authorities: AuthoritySet) -> None:
+    def __init__(
+        self, records_max: int, state: StateView, authorities: AuthoritySet | Callable[[], AuthoritySet]
+    ) -> None:
+        """`authorities` may be a callable: governance changes the set in force between blocks."""
         self.records_max = records_max
         self._state = state
-        self._authorities = authorities
+        self._authorities = authorities if callable(authorities) else (lambda: authorities)
         self._pending: OrderedDict[bytes, SignedRecord] = OrderedDict()
-        self._delta = StateDelta(state, authorities)
+        self._delta = StateDelta(state, self._authorities())
         self._nonempty = asyncio.Event()
 
     def __len__(self) -> int:
@@ -117,7 +120,7 @@ class Mempool:
 
     def rebase(self) -> list[SignedRecord]:
         """Recompute pending effects from committed state; drop and return records now refused."""
-        self._delta = StateDelta(self._state, self._authorities)
+        self._delta = StateDelta(self._state, self._authorities())
         dropped = []
         for record_hash, record in list(self._pending.items()):
             try:

@@ -36,13 +36,12 @@ class BlockProducer:
         self.key = key
         self.block_delay_s = block_delay_ms / 1000
         self.clock_ms = clock_ms
-        self.block_records_max = chain.genesis.block_records_max
 
     async def run(self) -> None:
         mempool = self.service.mempool
         while True:
             await mempool.wait_nonempty()
-            if len(mempool) < self.block_records_max and self.block_delay_s:
+            if len(mempool) < self.service.chain.block_records_max and self.block_delay_s:
                 # A few milliseconds let a burst of submissions share a block
                 # (and its fsync).
                 await asyncio.sleep(self.block_delay_s)
@@ -57,7 +56,7 @@ class BlockProducer:
         service = self.service
         chain = service.chain
         started = time.perf_counter()
-        records = service.mempool.take(self.block_records_max)
+        records = service.mempool.take(self.service.chain.block_records_max)
         if not records:
             return 0
         proposed = chain.propose(records, self.key.name, 0, self.clock_ms())

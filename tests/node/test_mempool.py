@@ -18,7 +18,7 @@ def _mempool(consortium, chain, records_max=100) -> Mempool:
 
 
 def _admit(mempool, records):
-    scratch = StateDelta(mempool.pending_state, mempool._authorities)
+    scratch = StateDelta(mempool.pending_state, mempool._authorities())
     for record in records:
         scratch.apply(record, -1)
     mempool.admit(records, scratch)
