@@ -50,8 +50,9 @@ writing anything. It sorts the changed keys and descends the stored tree
 once, splitting the sorted keys at each node's bit (a bisection), and down a
 path alone once only one key is left, so a subtree with no change is neither
 read nor hashed, and every changed position is read once and rebuilt once,
-bottom-up. Positions are rebuilt in post-order, so a tile is complete when
-its slot 0 is rebuilt: it is encoded and put then, once. The caller writes
+bottom-up. It works a tile at a time: the changed slots of a tile collect in
+a small dict while the tiles below it are rebuilt, then the stored tile is
+spliced (unchanged slots copied in runs) and put, once. The caller writes
 `MapUpdate.puts` in its own batch and then calls `committed(update)`;
 updates never touch the committed state, so competing proposals can be
 computed from one state and all but one dropped.
@@ -67,7 +68,9 @@ keyed by the path as an int, and `committed` puts the new ones there.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +94,7 @@ LOAD_PUTS_MAX = 100_000
 """`load` writes its puts in store batches of about this many."""
 
 _sha256 = hashlib.sha256
+_first = operator.itemgetter(0)
 _LEAF = LEAF_TAG[0]
 _NODE = NODE_TAG[0]
 _VALUE_SIZE = 1 + 2 * HASH_SIZE
@@ -158,24 +162,42 @@ def _slot_value(tile: bytes, slot: int) -> bytes | None:
     return tile[offset:offset + _VALUE_SIZE]
 
 
-def _decode_tile(tile: bytes | None) -> list[bytes | None]:
-    slots: list[bytes | None] = [None] * _SLOTS
-    if tile is not None:
-        bitmap = tile[0] << 8 | tile[1]
-        offset = 2
-        for slot in range(_SLOTS):
-            if bitmap >> (15 - slot) & 1:
-                slots[slot] = tile[offset:offset + _VALUE_SIZE]
-                offset += _VALUE_SIZE
-    return slots
+@functools.cache
+def _slot_offsets(bitmap: int) -> tuple[int, ...]:
+    """The byte offset of each slot in a tile with this bitmap; 0 if the slot is empty."""
+    offsets = [0] * _SLOTS
+    offset = 2
+    for slot in range(_SLOTS):
+        if bitmap >> (15 - slot) & 1:
+            offsets[slot] = offset
+            offset += _VALUE_SIZE
+    return tuple(offsets)
 
 
-def _encode_tile(slots: list[bytes | None]) -> bytes:
-    bitmap = 0
-    for slot, value in enumerate(slots):
-        if value is not None:
-            bitmap |= 1 << (15 - slot)
-    return bitmap.to_bytes(2, "big") + b"".join([value for value in slots if value is not None])
+def _splice_tile(tile: bytes, edits: dict[int, bytes]) -> bytes:
+    """`tile` with the slot values in `edits` set: unchanged slots are copied
+    in runs, not one by one. Slots are only ever set, never emptied."""
+    bitmap = new_bitmap = tile[0] << 8 | tile[1]
+    offsets = _slot_offsets(bitmap)
+    pieces = [b""]
+    position = 2
+    for slot in sorted(edits):
+        offset = offsets[slot]
+        if offset:  # replaced
+            pieces += (tile[position:offset], edits[slot])
+            position = offset + _VALUE_SIZE
+        else:  # inserted before the next non-empty slot
+            offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
+            pieces += (tile[position:offset], edits[slot])
+            position = offset
+            new_bitmap |= 1 << (15 - slot)
+    pieces.append(tile[position:])
+    pieces[0] = new_bitmap.to_bytes(2, "big")
+    return b"".join(pieces)
+
+
+_NO_TILE = b"\x00\x00"
+"""What a tile that does not exist yet is spliced into."""
 
 
 def _check_tile(tile: bytes, band: int) -> bytes:
@@ -226,35 +248,42 @@ class SparseMerkleMap:
         tile = self._fetch(0, path)
         if tile is None:
             return Proof(())
+        # The proof server's hot loop: slot offsets from a table, one slice a
+        # level, locals only, one fetch per tile; the parts are slices of
+        # checked tiles, so the proof is built without checking them again.
+        fetch = self._fetch
+        node, leaf, empty = _NODE, _LEAF, EMPTY
         siblings: list[bytes] = []
+        append = siblings.append
         depth = 0
         slot = 0
-        # The proof server's hot loop: slots by arithmetic, no call per level.
+        offsets = _slot_offsets(tile[0] << 8 | tile[1])
         while True:
-            bitmap = tile[0] << 8 | tile[1]
-            if not bitmap >> (15 - slot) & 1:
-                raise MissingNodeError(f"map position at depth {depth} missing")
-            offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
+            offset = offsets[slot]
             tag = tile[offset]
-            if tag == _NODE:
+            if tag == node:
                 if path >> (255 - depth) & 1:
-                    siblings.append(tile[offset + 1:offset + 33])
-                    child = tile[offset + 33:offset + 65]
+                    append(tile[offset + 1:offset + 33])
+                    offset += 33
                     slot = 2 * slot + 2
                 else:
-                    siblings.append(tile[offset + 33:offset + 65])
-                    child = tile[offset + 1:offset + 33]
+                    append(tile[offset + 33:offset + 65])
+                    offset += 1
                     slot = 2 * slot + 1
                 depth += 1
-                if child == EMPTY:
-                    return Proof(tuple(siblings))
+                if tile.startswith(empty, offset):  # the child is EMPTY
+                    return Proof.from_checked_parts(tuple(siblings), None)
                 if not depth & 3:
-                    tile = self._fetch(depth >> 2, path)
+                    tile = fetch(depth >> 2, path)
                     if tile is None:
                         raise MissingNodeError(f"map tile at depth {depth} missing")
+                    offsets = _slot_offsets(tile[0] << 8 | tile[1])
                     slot = 0
-            elif tag == _LEAF:
-                return Proof(tuple(siblings), (tile[offset + 1:offset + 33], tile[offset + 33:offset + 65]))
+            elif tag == leaf:
+                return Proof.from_checked_parts(
+                    tuple(siblings), (tile[offset + 1:offset + 33], tile[offset + 33:offset + 65]))
+            elif offset == 0:  # an empty slot: offset 0 is the bitmap, >= 0x80, no tag
+                raise MissingNodeError(f"map position at depth {depth} missing")
             else:
                 raise MissingNodeError(f"map position at depth {depth} has an unknown tag")
 
@@ -271,10 +300,10 @@ class SparseMerkleMap:
         if type(prefix) is not bytes or not (bits + 7) // 8 <= len(prefix) <= KEY_SIZE:
             raise MapError(f"prefix must be {(bits + 7) // 8}..{KEY_SIZE} bytes for {bits} bits")
         path = int.from_bytes(prefix, "big") << (KEY_BITS - 8 * len(prefix)) & _DEPTH_MASK[bits]
-        siblings: list[bytes] = []
-        value = self._read(0, 0)
-        if value is None:
+        if self._root == EMPTY:
             return PrefixProof(())
+        siblings: list[bytes] = []
+        value = self._child(0, 0)
         depth = 0
         while depth < bits and value[0] == _NODE:
             if path >> (255 - depth) & 1:
@@ -324,7 +353,7 @@ class SparseMerkleMap:
                 raise MapError("value hashes must be 32 bytes")
         if not changes:
             return MapUpdate(self._root, self._root, [], [])
-        builder = _Builder(self, sorted(changes.items()))
+        builder = _Builder(self, sorted(changes.items(), key=_first))
         root = builder.run()
         return MapUpdate(self._root, root, builder.puts, builder.cached)
 
@@ -354,7 +383,7 @@ class SparseMerkleMap:
         """
         if self._root != EMPTY:
             raise MapError("load requires an empty map")
-        pairs = sorted(items)
+        pairs = sorted(items, key=_first)
         for index, (key, value_hash) in enumerate(pairs):
             if type(key) is not bytes or len(key) != KEY_SIZE:
                 raise MapError("keys must be 32 bytes")
@@ -429,12 +458,13 @@ class SparseMerkleMap:
 class _Builder:
     """One batch of changes applied to the committed tree, in memory.
 
-    `ints`, `keys`, `value_hashes` are the changes sorted by key. `fresh`
-    and `existing` work on a half-open range [low, high) of them, all below
-    one position, and return that position's new hash; `single` follows one
-    key down. Changed positions are `put` in post-order, into `tiles` (the
-    tiles being rebuilt, decoded); a tile goes to `puts` when its slot 0 is
-    put, which is its last change.
+    `ints`, `keys`, `value_hashes` are the changes sorted by key. The
+    methods work tile by tile: a tile is its committed bytes (`tile`, or
+    _NO_TILE) and `edits`, the slots rebuilt so far (slot -> value); a
+    position's children are slots 2s + 1 and 2s + 2, or slot 0 of a tile of
+    the next band. A tile is spliced and put once, after everything below
+    it. Each method works on a half-open range [low, high) of changes below
+    one position and returns that position's new hash.
     """
 
     def __init__(self, tree: SparseMerkleMap, items: list[tuple[bytes, bytes]],
@@ -445,102 +475,99 @@ class _Builder:
         self.ints = [int.from_bytes(key, "big") for key in self.keys]
         self.puts: list[tuple[bytes, bytes]] = []
         self.cached: list[tuple[int, int, bytes]] = []
-        self.flush = flush  # set for a load: the base is empty, and puts stream out
-        self.tiles: list[dict[int, list[bytes | None]]] = [{} for _ in range(_BANDS)]
-        self.read_tiles: list[dict[int, bytes | None]] = [{} for _ in range(_BANDS)]
+        self.flush = flush  # set for a load: puts stream out to the store
 
     def run(self) -> bytes:
-        value = None if self.flush else self.read(0, 0)
-        if value is None:
-            root = self.fresh(self.ints, self.keys, self.value_hashes, 0, 0, len(self.ints))
+        tile = None if self.flush else self.tree._fetch(0, 0)
+        if tile is None:
+            return self.new_tile(0, self.ints, self.keys, self.value_hashes, 0, len(self.ints))
+        return self.old_tile(0, tile, self.tree._root, 0, len(self.ints))
+
+    def emit(self, depth: int, path: int, tile: bytes, edits: dict[int, bytes]) -> None:
+        """Put the tile whose slot 0 is position (depth, path)."""
+        if tile is _NO_TILE:  # every slot is new: no splicing
+            bitmap = 0
+            for slot in edits:
+                bitmap |= 1 << (15 - slot)
+            tile = bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
         else:
-            root = self.existing(0, value, self.tree._root, 0, len(self.ints))
-        if any(self.tiles):
-            raise AssertionError("a rebuilt tile was never completed")
+            tile = _splice_tile(tile, edits)
+        band = depth >> 2
+        self.puts.append((self.tree._tile_key(band, path), tile))
+        if band < self.tree._cache_bands:
+            self.cached.append((band, path >> (KEY_BITS - depth), tile))
+        if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:
+            self.flush(self.puts)
+
+    def new_tile(self, depth: int, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
+                 low: int, high: int) -> bytes:
+        """A tile that was empty, at band depth `depth`, holding [low, high) (at least one)."""
+        edits: dict[int, bytes] = {}
+        root = self.fresh(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, low, high)
+        self.emit(depth, ints[low], _NO_TILE, edits)
         return root
 
-    # -- positions, through the tiles --------------------------------------------
+    def old_tile(self, depth: int, tile: bytes, old_hash: bytes, low: int, high: int) -> bytes:
+        """The stored `tile` at band depth `depth` (slot 0 hashing to
+        `old_hash`), with the changes [low, high) below it."""
+        edits: dict[int, bytes] = {}
+        if high - low == 1:
+            root = self.single(tile, edits, 0, depth, depth + TILE_HEIGHT, old_hash, low)
+        else:
+            root = self.existing(tile, edits, 0, depth, depth + TILE_HEIGHT, old_hash, low, high)
+        if root != old_hash:
+            self.emit(depth, self.ints[low], tile, edits)
+        return root
 
-    def fetch(self, band: int, path: int) -> bytes | None:
-        """The committed tile, read once per update."""
-        memo = self.read_tiles[band]
-        tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
-        try:
-            return memo[tile_path]
-        except KeyError:
-            tile = memo[tile_path] = self.tree._fetch(band, path)
-            return tile
+    def child_tile(self, depth: int, old_hash: bytes, low: int, high: int) -> bytes:
+        """The tile at band depth `depth` below the changes [low, high), whose
+        slot 0 hashes to `old_hash` (EMPTY: it does not exist yet)."""
+        if old_hash == EMPTY:
+            return self.new_tile(depth, self.ints, self.keys, self.value_hashes, low, high)
+        tile = self.tree._fetch(depth >> 2, self.ints[low])
+        if tile is None:
+            raise MissingNodeError(f"map tile at depth {depth} missing")
+        return self.old_tile(depth, tile, old_hash, low, high)
 
-    def read(self, depth: int, path: int) -> bytes | None:
-        band = depth >> 2
-        slot = _slot_of(depth, path)
-        slots = self.tiles[band].get(path >> (KEY_BITS - (band << 2)))
-        if slots is not None:
-            return slots[slot]
-        tile = self.fetch(band, path)
-        return None if tile is None else _slot_value(tile, slot)
-
-    def child(self, depth: int, path: int) -> bytes:
-        value = self.read(depth, path)
-        if value is None or value[0] not in (_LEAF, _NODE):
-            raise MissingNodeError(f"map position at depth {depth} missing or malformed")
-        return value
-
-    def put(self, depth: int, path: int, value: bytes) -> None:
-        band = depth >> 2
-        tile_path = path >> (KEY_BITS - (band << 2))
-        tiles = self.tiles[band]
-        slots = tiles.get(tile_path)
-        if slots is None:
-            slots = tiles[tile_path] = _decode_tile(None if self.flush else self.fetch(band, path))
-        slots[_slot_of(depth, path)] = value
-        if not depth & 3:  # slot 0: the tile is complete
-            del tiles[tile_path]
-            tile = _encode_tile(slots)
-            self.puts.append((self.tree._tile_key(band, path), tile))
-            if band < self.tree._cache_bands:
-                self.cached.append((band, tile_path, tile))
-            if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:
-                self.flush(self.puts)
-
-    # -- subtrees -------------------------------------------------------------------
-
-    def fresh(self, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
-              depth: int, low: int, high: int) -> bytes:
-        """A new subtree at `depth` holding exactly [low, high) (at least one)."""
+    def fresh(self, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
+              ints: list[int], keys: list[bytes], value_hashes: list[bytes], low: int, high: int) -> bytes:
+        """A new subtree at `slot` (depth `depth`) holding exactly [low, high)
+        (at least one); depth `bottom` starts the next band's tiles."""
         sha256 = _sha256
         if high - low == 1:
-            value = LEAF_TAG + keys[low] + value_hashes[low]
-            self.put(depth, ints[low], value)
+            value = edits[slot] = LEAF_TAG + keys[low] + value_hashes[low]
             return sha256(value).digest()
         shift = 255 - depth
         middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
         depth += 1
-        if middle == low:
-            left = EMPTY
-        elif middle - low == 1:  # a leaf, inline: half the calls of a load
-            value = LEAF_TAG + keys[low] + value_hashes[low]
-            self.put(depth, ints[low], value)
-            left = sha256(value).digest()
+        if depth == bottom:
+            left = self.new_tile(depth, ints, keys, value_hashes, low, middle) if middle > low else EMPTY
+            right = self.new_tile(depth, ints, keys, value_hashes, middle, high) if high > middle else EMPTY
         else:
-            left = self.fresh(ints, keys, value_hashes, depth, low, middle)
-        if middle == high:
-            right = EMPTY
-        elif high - middle == 1:
-            value = LEAF_TAG + keys[middle] + value_hashes[middle]
-            self.put(depth, ints[middle], value)
-            right = sha256(value).digest()
-        else:
-            right = self.fresh(ints, keys, value_hashes, depth, middle, high)
-        value = NODE_TAG + left + right
-        self.put(depth - 1, ints[low], value)
+            if middle == low:
+                left = EMPTY
+            elif middle - low == 1:  # a leaf, inline: half the calls of a load
+                value = edits[2 * slot + 1] = LEAF_TAG + keys[low] + value_hashes[low]
+                left = sha256(value).digest()
+            else:
+                left = self.fresh(edits, 2 * slot + 1, depth, bottom, ints, keys, value_hashes, low, middle)
+            if middle == high:
+                right = EMPTY
+            elif high - middle == 1:
+                value = edits[2 * slot + 2] = LEAF_TAG + keys[middle] + value_hashes[middle]
+                right = sha256(value).digest()
+            else:
+                right = self.fresh(edits, 2 * slot + 2, depth, bottom, ints, keys, value_hashes, middle, high)
+        value = edits[slot] = NODE_TAG + left + right
         return sha256(value).digest()
 
-    def existing(self, depth: int, value: bytes, old_hash: bytes, low: int, high: int) -> bytes:
-        """The stored position at `depth` holding `value` (hash `old_hash`),
-        with the changes [low, high) below it."""
-        if high - low == 1:
-            return self.single(depth, value, old_hash, low)
+    def existing(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
+                 old_hash: bytes, low: int, high: int) -> bytes:
+        """The stored, non-empty position at `slot` (depth `depth`, hash
+        `old_hash`) with at least two changes [low, high) below it."""
+        value = _slot_value(tile, slot)
+        if value is None or value[0] not in (_LEAF, _NODE):
+            raise MissingNodeError(f"map position at depth {depth} missing or malformed")
         ints = self.ints
         if value[0] == _LEAF:
             # The lone leaf gains neighbours: rebuild the subtree with it.
@@ -548,12 +575,13 @@ class _Builder:
             old_int = int.from_bytes(old_key, "big")
             index = bisect.bisect_left(ints, old_int, low, high)
             if index < high and ints[index] == old_int:  # the changes replace it
-                return self.fresh(ints, self.keys, self.value_hashes, depth, low, high)
+                return self.fresh(edits, slot, depth, bottom, ints, self.keys, self.value_hashes, low, high)
             return self.fresh(
+                edits, slot, depth, bottom,
                 ints[low:index] + [old_int] + ints[index:high],
                 self.keys[low:index] + [old_key] + self.keys[index:high],
                 self.value_hashes[low:index] + [value[33:]] + self.value_hashes[index:high],
-                depth, 0, high - low + 1,
+                0, high - low + 1,
             )
         left, right = value[1:33], value[33:]
         shift = 255 - depth
@@ -561,72 +589,97 @@ class _Builder:
         depth += 1
         new_left, new_right = left, right
         if middle > low:
-            if left == EMPTY:
-                new_left = self.fresh(ints, self.keys, self.value_hashes, depth, low, middle)
+            if depth == bottom:
+                new_left = self.child_tile(depth, left, low, middle)
+            elif left == EMPTY:
+                new_left = self.fresh(edits, 2 * slot + 1, depth, bottom, ints, self.keys, self.value_hashes,
+                                      low, middle)
+            elif middle - low == 1:
+                new_left = self.single(tile, edits, 2 * slot + 1, depth, bottom, left, low)
             else:
-                new_left = self.existing(depth, self.child(depth, ints[low]), left, low, middle)
+                new_left = self.existing(tile, edits, 2 * slot + 1, depth, bottom, left, low, middle)
         if high > middle:
-            if right == EMPTY:
-                new_right = self.fresh(ints, self.keys, self.value_hashes, depth, middle, high)
+            if depth == bottom:
+                new_right = self.child_tile(depth, right, middle, high)
+            elif right == EMPTY:
+                new_right = self.fresh(edits, 2 * slot + 2, depth, bottom, ints, self.keys, self.value_hashes,
+                                       middle, high)
+            elif high - middle == 1:
+                new_right = self.single(tile, edits, 2 * slot + 2, depth, bottom, right, middle)
             else:
-                new_right = self.existing(depth, self.child(depth, ints[middle]), right, middle, high)
+                new_right = self.existing(tile, edits, 2 * slot + 2, depth, bottom, right, middle, high)
         if new_left == left and new_right == right:
             return old_hash
-        value = NODE_TAG + new_left + new_right
-        self.put(depth - 1, ints[low], value)
+        value = edits[slot] = NODE_TAG + new_left + new_right
         return _sha256(value).digest()
 
-    def single(self, depth: int, value: bytes, old_hash: bytes, index: int) -> bytes:
-        """`existing` with one change: walk down its path, then rebuild upwards."""
+    def single(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
+               old_hash: bytes, index: int) -> bytes:
+        """`existing` with one change, `index`: walk down its path, through
+        the tiles below too, then rebuild upwards; no search, no call per
+        level or tile. Puts the tiles below; the caller puts `tile`."""
         sha256 = _sha256
+        node, leaf, empty = _NODE, _LEAF, EMPTY
         path = self.ints[index]
         key = self.keys[index]
         value_hash = self.value_hashes[index]
-        passed = []  # (depth, value, bit) of the nodes walked through
-        while value[0] == _NODE:
-            bit = path >> (255 - depth) & 1
-            passed.append((depth, value, bit))
-            depth += 1
-            child = value[33:] if bit else value[1:33]
-            if child == EMPTY:
-                value = LEAF_TAG + key + value_hash
-                self.put(depth, path, value)
-                current = sha256(value).digest()
+        offsets = _slot_offsets(tile[0] << 8 | tile[1])
+        passed = []  # (edits, slot, sibling, bit) of the nodes walked through
+        below = []  # (depth, tile, edits) of the tiles entered below `tile`
+        while True:
+            offset = offsets[slot]
+            tag = tile[offset] if offset else None
+            if tag == node:
+                bit = path >> (255 - depth) & 1
+                if bit:
+                    passed.append((edits, slot, tile[offset + 1:offset + 33], 1))
+                    child = tile[offset + 33:offset + 65]
+                else:
+                    passed.append((edits, slot, tile[offset + 33:offset + 65], 0))
+                    child = tile[offset + 1:offset + 33]
+                depth += 1
+                slot = 2 * slot + 1 + bit
+                if depth == bottom:  # the child is slot 0 of a tile of the next band
+                    edits = {}
+                    if child == empty:
+                        value = edits[0] = LEAF_TAG + key + value_hash
+                        below.append((depth, _NO_TILE, edits))
+                        current = sha256(value).digest()
+                        break
+                    tile = self.tree._fetch(depth >> 2, path)
+                    if tile is None:
+                        raise MissingNodeError(f"map tile at depth {depth} missing")
+                    below.append((depth, tile, edits))
+                    offsets = _slot_offsets(tile[0] << 8 | tile[1])
+                    slot = 0
+                    bottom += TILE_HEIGHT
+                elif child == empty:
+                    value = edits[slot] = LEAF_TAG + key + value_hash
+                    current = sha256(value).digest()
+                    break
+            elif tag == leaf:
+                old_key = tile[offset + 1:offset + 33]
+                old_value_hash = tile[offset + 33:offset + 65]
+                if old_key == key:
+                    if old_value_hash == value_hash:
+                        return old_hash  # nothing changed on the way down
+                    value = edits[slot] = LEAF_TAG + key + value_hash
+                    current = sha256(value).digest()
+                else:  # two leaves where one was
+                    old_int = int.from_bytes(old_key, "big")
+                    if path < old_int:
+                        ints, keys, value_hashes = [path, old_int], [key, old_key], [value_hash, old_value_hash]
+                    else:
+                        ints, keys, value_hashes = [old_int, path], [old_key, key], [old_value_hash, value_hash]
+                    current = self.fresh(edits, slot, depth, bottom, ints, keys, value_hashes, 0, 2)
                 break
-            value = self.child(depth, path)
-        else:  # a leaf
-            if value[1:33] == key:
-                if value[33:] == value_hash:
-                    return old_hash
-                value = LEAF_TAG + key + value_hash
-                self.put(depth, path, value)
-                current = sha256(value).digest()
             else:
-                current = self.pair(depth, path, LEAF_TAG + key + value_hash, value)
-        for depth, value, bit in reversed(passed):
-            value = NODE_TAG + (value[1:33] + current if bit else current + value[33:])
-            self.put(depth, path, value)
+                raise MissingNodeError(f"map position at depth {depth} missing or malformed")
+        for edits, slot, sibling, bit in reversed(passed):
+            value = edits[slot] = NODE_TAG + sibling + current if bit else NODE_TAG + current + sibling
             current = sha256(value).digest()
-        return current
-
-    def pair(self, depth: int, path: int, new_leaf: bytes, old_leaf: bytes) -> bytes:
-        """The subtree at `depth` holding two leaves (their values): a node
-        where their keys first differ, above it a node per level with one
-        side EMPTY."""
-        sha256 = _sha256
-        old_path = int.from_bytes(old_leaf[1:33], "big")
-        split = KEY_BITS - (path ^ old_path).bit_length()  # the first bit that differs
-        self.put(split + 1, path, new_leaf)
-        self.put(split + 1, old_path, old_leaf)
-        new_hash = sha256(new_leaf).digest()
-        old_hash = sha256(old_leaf).digest()
-        value = NODE_TAG + (new_hash + old_hash if path < old_path else old_hash + new_hash)
-        self.put(split, path, value)
-        current = sha256(value).digest()
-        for level in range(split - 1, depth - 1, -1):
-            value = NODE_TAG + (EMPTY + current if path >> (255 - level) & 1 else current + EMPTY)
-            self.put(level, path, value)
-            current = sha256(value).digest()
+        for depth, tile, edits in below:
+            self.emit(depth, path, tile, edits)
         return current
 
 

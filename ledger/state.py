@@ -209,7 +209,11 @@ class CredentialEntry:
         return self.status
 
     def encode(self) -> bytes:
-        return codec.encode({
+        # One entry per credential is encoded per change, so this is hot: the
+        # map is written in sorted key order with plain int, bytes and str
+        # values, which is exactly what codec.encode would produce from it
+        # (tests/ledger/test_state.py holds the two to the same bytes).
+        return codec.encode_canonical({
             "changed_at": self.changed_at,
             "changed_leaf": self.changed_leaf,
             "credential_id": self.credential_id,
@@ -340,6 +344,7 @@ class StateDelta:
         self._issuers: dict[bytes, IssuerEntry] = {}
         self._credentials: dict[bytes, CredentialEntry] = {}
         self._sealed: StateUpdate | None = None
+        self._encoded: tuple[dict[bytes, bytes], dict[bytes, bytes]] | None = None
 
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
         entry = self._issuers.get(issuer_key)
@@ -502,16 +507,24 @@ class StateDelta:
         return self._credentials
 
     def encoded_issuers(self) -> dict[bytes, bytes]:
+        if self._encoded is not None:
+            return self._encoded[0]
         return {key: entry.encode() for key, entry in self._issuers.items()}
 
     def encoded_credentials(self) -> dict[bytes, bytes]:
+        if self._encoded is not None:
+            return self._encoded[1]
         return {key: entry.encode() for key, entry in self._credentials.items()}
 
     def seal(self) -> StateUpdate:
-        """Fix the delta and compute its root over the committed base (once)."""
+        """Fix the delta and compute its root over the committed base (once).
+
+        The entries are encoded once, here: the root and `puts` use the same bytes.
+        """
         if self._sealed is None:
             if not isinstance(self._base, StoreStateView):
                 raise TypeError("only a delta over committed state is sealed")
+            self._encoded = (self.encoded_issuers(), self.encoded_credentials())
             self._sealed = self._base.seal(self)
         return self._sealed
 
