@@ -73,15 +73,17 @@ class NodeBlocks:
     `/v1/status`), so give `genesis` unless the node answers `GET /v1/genesis`
     with a genesis.json document; either way its hash must be the node's.
     `stop`, the last height yielded, defaults to the node's height when the
-    source opens (and may be lowered before iterating).
+    source opens (and may be lowered before iterating); `start`, the first
+    (1 unless a resumed audit skips what it checked before), may be set too.
     """
 
     def __init__(
         self, url: str, genesis: Genesis | None = None, stop: int | None = None,
-        page_blocks: int = PAGE_BLOCKS, timeout_s: float = 60.0,
+        page_blocks: int = PAGE_BLOCKS, timeout_s: float = 60.0, start: int = 1,
     ) -> None:
         self.url = url.rstrip("/")
         self.page_blocks = page_blocks
+        self.start = max(1, start)
         self._loop = asyncio.new_event_loop()
         self._client = _NodeClient(self.url, timeout_s)
         try:
@@ -119,7 +121,7 @@ class NodeBlocks:
         self.close()
 
     def __iter__(self) -> Iterator[Block]:
-        height = 1
+        height = self.start
         while height <= self.stop:
             limit = min(self.page_blocks, self.stop - height + 1)
             try:
@@ -149,9 +151,12 @@ class DataDirBlocks:
 
     `path` is a node's data folder (holding chain.ldb) or the chain.ldb
     folder itself. `stop`, the last height yielded, is the store's head
-    (and may be lowered before iterating). The store is read by key, not through `ledger.chain.Chain`,
+    (and may be lowered before iterating); `start`, the first, is 1 (a
+    resumed audit raises it). The store is read by key, not through `ledger.chain.Chain`,
     so an auditor can walk a store that `Chain` would refuse to open.
     """
+
+    start = 1
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -189,18 +194,11 @@ class DataDirBlocks:
         store = self._store
         if store is None:
             raise SourceError("source is closed")
-        records = store.iterate(RECORD_PREFIX)
-        leaf = 0
-        for height in range(1, self.stop + 1):
-            data = store.get(BLOCK_PREFIX + _u64(height))
-            if data is None:
-                raise SourceError(f"{self.path}: block {height} is missing")
-            try:
-                mapping = codec.decode(data)
-                header = BlockHeader.from_map(mapping["header"])
-                certificate = CommitCertificate.from_map(mapping["certificate"])
-            except (codec.CodecError, BlockError, KeyError, TypeError) as error:
-                raise SourceError(f"{self.path}: block {height} is malformed: {error}") from None
+        start = max(1, self.start)
+        leaf = self._read(start)[0].first_leaf if start <= self.stop else 0
+        records = store.iterate(RECORD_PREFIX, start=RECORD_PREFIX + _u64(leaf))
+        for height in range(start, self.stop + 1):
+            header, certificate = self._read(height)
             if header.first_leaf != leaf:
                 raise SourceError(f"{self.path}: block {height} starts at leaf {header.first_leaf}, expected {leaf}")
             block_records = []
@@ -211,6 +209,17 @@ class DataDirBlocks:
                 block_records.append(value)
                 leaf += 1
             yield Block(header, tuple(block_records), certificate)
+
+    def _read(self, height: int) -> tuple[BlockHeader, CommitCertificate]:
+        assert self._store is not None
+        data = self._store.get(BLOCK_PREFIX + _u64(height))
+        if data is None:
+            raise SourceError(f"{self.path}: block {height} is missing")
+        try:
+            mapping = codec.decode(data)
+            return BlockHeader.from_map(mapping["header"]), CommitCertificate.from_map(mapping["certificate"])
+        except (codec.CodecError, BlockError, KeyError, TypeError) as error:
+            raise SourceError(f"{self.path}: block {height} is malformed: {error}") from None
 
     def close(self) -> None:
         if self._store is not None:

@@ -1,10 +1,11 @@
-"""`lacre chain export`, `lacre chain import` and `lacre monitor`.
+"""`lacre chain export`, `lacre chain import`, `lacre audit` and `lacre monitor`.
 
 `add_commands(commands)` registers them on the `lacre` parser's subcommands.
 Handlers print a human summary or, with --json, one JSON document, and
 return the exit status: 0 when everything checked holds, 1 when a check
 fails (a damaged file, a broken rule, an alarm) or a node cannot serve, 2 for
-usage or input errors. Progress (tqdm) goes to stderr.
+usage or input errors (and 130 for an audit stopped by Ctrl-C). Progress
+(tqdm) goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from client.audit import Auditor
+from client.audit_run import AuditInputError, AuditOptions, audit_chain
 from client.block_source import DataDirBlocks, NodeBlocks, SourceError
-from client.chain_file import ChainFileError, LinkError, export_chain
+from client.chain_file import ChainFileError, ChainFileReader, LinkError, export_chain
 from client.chain_import import ChainImportError, import_chain
 from client.monitor import DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S, MonitorError, monitor_urls, run_monitor
 from ledger.block import Block
@@ -50,7 +56,7 @@ def _reported(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpars
             message, status = str(error), 1
         except ChainImportError as error:
             message, status = str(error), 1 if error.height is not None else 2
-        except (GenesisError, MonitorError) as error:
+        except (GenesisError, MonitorError, AuditInputError) as error:
             message, status = str(error), 2
         except OSError as error:
             message, status = f"{error.filename or ''}: {error.strerror or error}", 2
@@ -154,6 +160,89 @@ def cmd_chain_import(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit ---------------------------------------------------------------------
+
+class _Interrupts:
+    """First Ctrl-C: ask the audit to stop after the current block. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        print("\nlacre: stopping after this block (Ctrl-C again to abandon it)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _AuditProgress:
+    """A tqdm bar: blocks (a node, a data folder) or bytes (a file), with records and records/s."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+        self._bytes = False
+        self._records_at_start = 0
+        self._started = time.monotonic()
+        self._shown = 0.0
+
+    def open(self, source: object, auditor: Auditor) -> None:
+        self._bytes = isinstance(source, ChainFileReader)
+        total = source.size if self._bytes else source.stop  # type: ignore[attr-defined]
+        self.bar = tqdm(total=total, initial=0 if self._bytes else auditor.height, unit="B" if self._bytes else "block",
+                        unit_scale=self._bytes, desc="audit", disable=None if self.enabled else True)
+        self._records_at_start = auditor.counts.records
+        self._started = time.monotonic()
+
+    def update(self, auditor: Auditor, offset: int) -> None:
+        bar = self.bar
+        if bar is None:
+            return
+        bar.update(max(0, offset - bar.n) if self._bytes else 1)
+        now = time.monotonic()
+        if now - self._shown >= 0.5:
+            self._shown = now
+            records = auditor.counts.records - self._records_at_start
+            bar.set_postfix(block=f"{auditor.height:,}", records=f"{auditor.counts.records:,}",
+                            records_per_s=f"{records / max(now - self._started, 1e-9):,.0f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@_reported
+def cmd_audit(args: argparse.Namespace) -> int:
+    trust = _trust(args.trust)
+    genesis = _export_genesis(args)
+    if args.workers is not None and args.workers < 1:
+        raise _Failure("--workers must be at least 1", 2)
+    progress = _AuditProgress(not args.no_progress)
+    try:
+        with _Interrupts() as interrupts:
+            report = audit_chain(
+                file=args.file, url=args.node, data_dir=args.data_dir, genesis=genesis, trust=trust,
+                state_path=args.state, resume=args.resume, options=AuditOptions(args.workers, args.pool),
+                stop=interrupts.stop, progress=progress.update, on_open=progress.open, to=args.to,
+            )
+    finally:
+        progress.close()
+    _emit(args, report.to_json(), report.render())
+    if report.ok:
+        return 0
+    return 130 if report.interrupted and report.violation is None and report.error is None else 1
+
+
 # -- monitor -------------------------------------------------------------------
 
 @_reported
@@ -174,7 +263,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register `chain export`, `chain import` and `monitor` on the `lacre` subcommands."""
+    """Register `chain export`, `chain import`, `audit` and `monitor` on the `lacre` subcommands."""
 
     def command(parent, name: str, handler, help: str) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help, description=help)
@@ -202,6 +291,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("file", metavar="FILE")
     sub.add_argument("--data-dir", required=True, metavar="DIR", help="an empty or new folder")
     sub.add_argument("--trust", metavar="consortium.json", help="require the file's genesis to be the trust file's")
+    sub.add_argument("--no-progress", action="store_true")
+
+    sub = command(commands, "audit", cmd_audit,
+                  "replay a chain from genesis and check every rule, signature and root; report the first violation")
+    where = sub.add_mutually_exclusive_group(required=True)
+    where.add_argument("--node", metavar="URL", help="a node's HTTP API")
+    where.add_argument("--data-dir", metavar="DIR", help="a stopped node's data folder (read-only)")
+    where.add_argument("--file", metavar="EXPORT", help="a chain export file (lacre chain export)")
+    sub.add_argument("--trust", metavar="consortium.json",
+                     help="check the trust file's authority-set history against the chain's (and find genesis.json beside it)")
+    sub.add_argument("--genesis", metavar="genesis.json",
+                     help="the consortium's genesis (with --node, if the node does not serve it)")
+    sub.add_argument("--state", metavar="FILE",
+                     help="keep the audit's progress here (and its own state store in FILE.ldb), to stop and resume")
+    sub.add_argument("--resume", action="store_true", help="continue the audit saved in --state FILE")
+    sub.add_argument("--to", type=int, metavar="HEIGHT", help="stop after this block (default: the source's last)")
+    sub.add_argument("--workers", type=int, metavar="N", help="signature verification workers (default: one per core)")
+    sub.add_argument("--pool", choices=["thread", "process"], default="thread",
+                     help="verify signatures on threads (default; PyNaCl releases the GIL) or processes")
     sub.add_argument("--no-progress", action="store_true")
 
     sub = command(commands, "monitor", cmd_monitor, "watch every node's checkpoints for split views, rollbacks and evidence")

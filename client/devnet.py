@@ -139,7 +139,7 @@ def _lacre(*argv: str) -> int:
 
 
 def demo(root: Path, url: str) -> bool:
-    """Register an issuer, issue, receipt, verify offline, revoke, show status."""
+    """Register an issuer, issue, receipt, verify offline, revoke, show status, audit the chain."""
     demo_dir = root / "demo"
     demo_dir.mkdir(exist_ok=True)
     issuer = KeyPair.load(root / "issuer.key")
@@ -170,6 +170,8 @@ def demo(root: Path, url: str) -> bool:
     ok &= _lacre("status", str(credential_path), "--node", url) == 0
     print("\n# the old receipt still proves issuance offline; online, the revocation shows:")
     ok &= _lacre("verify", str(credential_path), "--receipt", str(receipt_path), "--trust", trust, "--online", url) == 1
+    print("\n# an auditor replays the whole chain from genesis and checks every rule, signature and root:")
+    ok &= _lacre("audit", "--node", url, "--trust", trust, "--no-progress") == 0
     return bool(ok)
 
 
