@@ -50,7 +50,7 @@ from ledger.leveldb_store import LevelDBStore
 
 BATCH_RECORDS = 4096
 BATCH_BLOCKS = 256
-CHUNK_JOBS = 512
+CHUNK_JOBS = 1024
 SAVE_INTERVAL_S = 10.0
 STATE_VERSION = 1
 GC_THRESHOLD = (100_000, 50, 100)
@@ -71,8 +71,11 @@ Progress = Callable[[Auditor, int], None]
 class AuditOptions:
     workers: int | None = None
     """Signature verification workers; default: one per core."""
-    pool: str = "thread"
-    """"thread" (PyNaCl releases the GIL) or "process"."""
+    pool: str = "process"
+    """"process" (default: measured faster, see docs/audit.md) or "thread" (PyNaCl
+    releases the GIL, but each verification needs it back, and the main thread
+    holds it while it judges). Processes start from a forkserver: a script that
+    calls the audit must guard its entry point with `if __name__ == "__main__"`."""
     save_interval_s: float = SAVE_INTERVAL_S
     switch_interval_s: float | None = None
     """The interpreter's GIL switch interval while replaying (None: leave it). A

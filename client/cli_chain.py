@@ -308,8 +308,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--resume", action="store_true", help="continue the audit saved in --state FILE")
     sub.add_argument("--to", type=int, metavar="HEIGHT", help="stop after this block (default: the source's last)")
     sub.add_argument("--workers", type=int, metavar="N", help="signature verification workers (default: one per core)")
-    sub.add_argument("--pool", choices=["thread", "process"], default="thread",
-                     help="verify signatures on threads (default; PyNaCl releases the GIL) or processes")
+    sub.add_argument("--pool", choices=["process", "thread"], default="process",
+                     help="verify signatures on worker processes (default) or threads")
     sub.add_argument("--no-progress", action="store_true")
 
     sub = command(commands, "monitor", cmd_monitor, "watch every node's checkpoints for split views, rollbacks and evidence")

@@ -105,6 +105,11 @@ def chain_blocks():
     return [chain.block(h) for h in range(1, chain.height + 1)]
 
 
+def audit(**arguments):
+    """An audit on threads: quicker to start than the default process pool (tested on its own below)."""
+    return audit_chain(options=AuditOptions(pool="thread", workers=2), **arguments)
+
+
 def write(path, blocks) -> None:
     with ChainFileWriter(path, C.genesis, check_links=False) as writer:
         for block in blocks:
@@ -246,7 +251,7 @@ def test_each_tampering_is_caught_at_its_block_and_rule(tmp_path, chain_blocks, 
         path.write_bytes(tamper(tmp_path, chain_blocks))
     else:
         write(path, tamper(chain_blocks))
-    report = audit_chain(file=path, options=AuditOptions(workers=2))
+    report = audit(file=path)
     violation = report.violation
     assert violation is not None, report.render()
     assert (violation.height, violation.record_index, violation.rule) == expected, report.render()
@@ -258,7 +263,7 @@ def test_each_tampering_is_caught_at_its_block_and_rule(tmp_path, chain_blocks, 
 
 def test_the_untampered_chain_passes_with_a_full_report(tmp_path, chain_blocks):
     write(tmp_path / "chain.lacre", chain_blocks)
-    report = audit_chain(file=tmp_path / "chain.lacre")
+    report = audit(file=tmp_path / "chain.lacre")
     assert report.ok and report.violation is None, report.render()
     document = report.to_json()
     assert document["blocks"] == 7 and document["records"] == sum(len(b) for b in BLOCKS)
@@ -283,7 +288,7 @@ def test_a_damaged_frame_is_reported_as_the_file_rule_it_breaks(tmp_path, chain_
     data = bytearray((tmp_path / "chain.lacre").read_bytes())
     data[len(data) // 2] ^= 0x01  # not re-sealed
     (tmp_path / "damaged.lacre").write_bytes(bytes(data))
-    violation = audit_chain(file=tmp_path / "damaged.lacre").violation
+    violation = audit(file=tmp_path / "damaged.lacre").violation
     assert violation.rule == "checksum" and violation.offset is not None
 
 
@@ -300,20 +305,20 @@ def _trust(history_epochs: int) -> Trust:
 
 def test_the_trust_file_must_tell_the_chain_s_epochs(tmp_path, chain_blocks):
     write(tmp_path / "chain.lacre", chain_blocks)
-    agreeing = audit_chain(file=tmp_path / "chain.lacre", trust=_trust(2))
+    agreeing = audit(file=tmp_path / "chain.lacre", trust=_trust(2))
     assert agreeing.ok and "agrees with the chain's 2 epochs" in agreeing.trust
-    stale = audit_chain(file=tmp_path / "chain.lacre", trust=_trust(1)).violation
+    stale = audit(file=tmp_path / "chain.lacre", trust=_trust(1)).violation
     assert (stale.height, stale.rule) == (CHANGE_HEIGHT, "trust-history") and "does not list" in stale.detail
     other = dataclasses.replace(_trust(2), genesis_hash=bytes(32))
     with pytest.raises(AuditInputError, match="not the trust file's"):
-        audit_chain(file=tmp_path / "chain.lacre", trust=other)
+        audit(file=tmp_path / "chain.lacre", trust=other)
 
 
 def test_a_data_folder_audits_like_its_export(tmp_path, chain_blocks):
     write(tmp_path / "chain.lacre", chain_blocks)
     import_chain(tmp_path / "chain.lacre", tmp_path / "data")
     from_folder = audit_chain(data_dir=tmp_path / "data", options=AuditOptions(pool="process", workers=2))
-    from_file = audit_chain(file=tmp_path / "chain.lacre")
+    from_file = audit(file=tmp_path / "chain.lacre")
     assert from_folder.ok and from_folder.to_json()["head"] == from_file.to_json()["head"]
     assert from_folder.counts == from_file.counts
 
@@ -328,22 +333,22 @@ def test_stop_and_resume_from_the_saved_state(tmp_path, chain_blocks):
         if auditor.height == 3:
             stop.set()
 
-    first = audit_chain(file=tmp_path / "short.lacre", state_path=state, stop=stop, progress=progress)
+    first = audit(file=tmp_path / "short.lacre", state_path=state, stop=stop, progress=progress)
     assert first.interrupted and first.height == 3 and not first.ok
     saved = json.loads(state.read_text())
     assert saved["height"] == 3 and saved["store"].endswith("audit.json.ldb") and saved["log_size"] == 10
     with pytest.raises(AuditInputError, match="exists"):
-        audit_chain(file=tmp_path / "short.lacre", state_path=state)
-    resumed = audit_chain(file=tmp_path / "short.lacre", state_path=state, resume=True)
+        audit(file=tmp_path / "short.lacre", state_path=state)
+    resumed = audit(file=tmp_path / "short.lacre", state_path=state, resume=True)
     assert resumed.ok and resumed.first_height == 4 and resumed.height == 5 and resumed.counts.blocks == 5
     # A finished audit resumes too: only the blocks committed since are replayed.
-    later = audit_chain(file=tmp_path / "chain.lacre", state_path=state, resume=True)
+    later = audit(file=tmp_path / "chain.lacre", state_path=state, resume=True)
     assert later.ok and later.first_height == 6 and later.records_this_run == 5
-    assert later.counts == audit_chain(file=tmp_path / "chain.lacre").counts
+    assert later.counts == audit(file=tmp_path / "chain.lacre").counts
     # A source whose block 7 is not the one audited is refused.
     other = rebuilt(chain_blocks, 7, state_root=bytes(32))
     write(tmp_path / "other.lacre", other)
-    refused = audit_chain(file=tmp_path / "other.lacre", state_path=state, resume=True)
+    refused = audit(file=tmp_path / "other.lacre", state_path=state, resume=True)
     assert refused.violation.rule == "resume-head" and refused.violation.height == 7
 
 
