@@ -59,6 +59,7 @@ from client.audit_report import AuditCounts, Violation, hex_bytes
 from client.audit_trust import epoch_differs, trust_history_violation
 from ledger import codec, crypto
 from ledger.block import Block, vote_message
+from ledger.chain import BLOCK_BATCHED_MAX, batched
 from ledger.compact_range import CompactRange
 from ledger.genesis import Genesis, Trust
 from ledger.governance import ConsortiumEntry, ConsortiumHistory
@@ -231,7 +232,7 @@ class Auditor:
         record_jobs: list[int] = []
         for data in block.records:
             try:
-                record = SignedRecord.decode(data)
+                record = SignedRecord.decode_whole(data)
             except RecordError as error:
                 records.append(str(error))
                 record_jobs.append(-1)
@@ -284,6 +285,10 @@ class Auditor:
                        header=header.encode())
         if len(records) > epoch.block_records_max:
             raise fail("block-records-max", f"{len(records)} records; the policy allows {epoch.block_records_max}")
+
+        in_batches = sum(batched(r) for r in prepared.records if not isinstance(r, str))
+        if in_batches > BLOCK_BATCHED_MAX:
+            raise fail("block-batched-max", f"{in_batches} credentials in batches; a block holds at most {BLOCK_BATCHED_MAX}")
 
         delta = StateDelta(self.state, authorities, header.height)
         seen: set[bytes] = set()

@@ -44,6 +44,7 @@ from ledger.block import Block, BlockError
 from ledger.compact_range import CompactRange
 from ledger.genesis import Genesis, GenesisError
 from ledger.merkle import EMPTY_ROOT, leaf_hash
+from ledger.records import leaf_data
 
 MAGIC = b"lacre-chain-export/"
 VERSION = 1
@@ -119,7 +120,7 @@ class ChainLinks:
             )
         if block.certificate.height != header.height or block.certificate.block_hash != header.hash:
             raise LinkError("certificate", f"block {header.height}'s certificate is for another header")
-        extended = self.range.extend(leaf_hash(record) for record in block.records)
+        extended = self.range.extend(leaf_hash(leaf_data(record)) for record in block.records)
         if extended.root() != header.log_root:
             raise LinkError("log-root", f"block {header.height}'s log root differs from its records")
         self.range = extended

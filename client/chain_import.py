@@ -95,7 +95,7 @@ def _verify_chunk(items: list[tuple[int, int, bytes]]) -> list[SignedRecord] | t
     decoded = []
     for height, index, data in items:
         try:
-            record = SignedRecord.decode(data)
+            record = SignedRecord.decode_whole(data)
             record.verify()
         except (RecordError, crypto.SignatureError) as error:
             return height, index, str(error)

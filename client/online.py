@@ -21,6 +21,7 @@ from client.verify import (
     _utc,
     check_checkpoint,
     check_issuer,
+    check_member_status_document,
     check_status,
     report_status,
 )
@@ -87,7 +88,11 @@ def _check_document(
             result.add(f"{prefix}-consistency", False, f"fresh checkpoint does not extend the receipt's: {error}")
             return
         result.add(f"{prefix}-consistency", True, f"tree {old.tree_size} is a prefix of tree {fresh.tree_size}")
-    entry = check_status(status_proof, credential_id, None, None, fresh, now_s, result, f"{prefix}-status")
+    if "batch_proof" in document:
+        entry = check_member_status_document(document, status_proof, credential_id, fresh, now_s, result, verifier,
+                                             f"{prefix}-status")
+    else:
+        entry = check_status(status_proof, credential_id, None, None, fresh, now_s, result, f"{prefix}-status")
     if entry is None:
         return
     if issuer_proof is not None:
@@ -144,11 +149,36 @@ async def _check_private(
             result.add("private-status", False, f"prefix proof fails: {error}")
             return
         entry = next((e for e in entries if e.credential_id == credential_id), None)
-        report_status(entry, fresh, now_s, result, "private-status",
-                      f"; asked for {bits} bits of the id, {len(entries)} credentials under that prefix")
+        note = f"; asked for {bits} bits of the id, {len(entries)} credentials under that prefix"
+        if entry is None and result.batch_id:
+            # A batch member without an entry of its own has its batch's
+            # status: ask for the batch (which names the cohort, not the holder).
+            entry = await _batch_status(url, trust, result, now_s, credential_id)
+            note += "; no entry of its own: the batch's status"
+            if entry is None:
+                return
+        report_status(entry, fresh, now_s, result, "private-status", note)
         _report_change(entry, old_status, result, "private")
     except _Stop:
         pass
+
+
+async def _batch_status(url: str, trust: Trust, result: Verification, now_s: int, credential_id: bytes):
+    """The member's status by its batch's current entry (None, with a failed check, if unproven)."""
+    from ledger.status_proof import BatchStatusProof, member_status
+
+    try:
+        async with AsyncClient(url) as node:
+            document = await node.batch(result.batch_id)
+        checkpoint = check_checkpoint(document.get("checkpoint"), trust, result, ReceiptVerifier(trust, now_s),
+                                      "private-batch-checkpoint")
+        batch = BatchStatusProof.from_json(document.get("batch_proof")).verify(checkpoint_state_root(checkpoint))
+        if batch is None:
+            raise StatusProofError("the batch is not on the ledger")
+        return member_status(credential_id, result.batch_index, None, batch)
+    except (ApiError, OSError, KeyError, TypeError, ValueError, StatusProofError) as error:
+        result.add("private-batch", False, f"batch status not proven: {error}")
+        return None
 
 
 def _report_change(entry, old_status: str, result: Verification, prefix: str) -> None:

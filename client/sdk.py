@@ -129,6 +129,10 @@ class AsyncClient:
     async def receipt(self, credential_id: bytes) -> dict:
         return await self._request("GET", f"/v1/receipts/{credential_id.hex()}")
 
+    async def batch(self, batch_id: bytes) -> dict:
+        """What every receipt of a batch shares: `client.batch_receipts.batch_receipts` makes them."""
+        return await self._request("GET", f"/v1/batches/{batch_id.hex()}")
+
     async def issuer(self, issuer_key: bytes) -> dict:
         return await self._request("GET", f"/v1/issuers/{issuer_key.hex()}")
 

@@ -30,6 +30,16 @@ Receipt fields (version 2):
     status_proof      {credential_id, entry, proof, registry_root}: see
                       ledger/status_proof.py and docs/state.md
     issuer_proof      {issuer_key, entry, proof, credentials_root}
+
+A batch member's receipt (docs/batch.md) has the same fields, where
+`record` is the credential.issue_batch record's leaf data, plus
+
+    batch             {index, path}: hex RFC 9162 audit path of the
+                      credential id (leaf data = the 32-byte id) in the
+                      batch tree of `count` ids whose root the record signs
+    batch_proof       {batch_id, entry, proof, credentials_root}
+    status_proof      the member's own entry (or its absence), or null: then
+                      the status is the batch's alone
 """
 
 from __future__ import annotations
@@ -42,17 +52,20 @@ from dataclasses import dataclass, field
 from ledger import crypto
 from ledger.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from ledger.genesis import Trust
+from ledger.batch import verify_batch_path
 from ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from ledger.note import NoteError
-from ledger.records import CredentialIssuance, RecordError, SignedRecord
-from ledger.state import CredentialEntry, CredentialStatus, IssuerEntry
+from ledger.records import CredentialBatch, CredentialIssuance, RecordError, SignedRecord
+from ledger.state import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry
 from ledger.status_proof import (
+    BatchStatusProof,
     CredentialStatusProof,
     IssuerStatusProof,
     StatusProofError,
     checkpoint_height,
     checkpoint_state_root,
     checkpoint_time_ms,
+    member_status,
 )
 
 RECEIPT_VERSION = 2
@@ -79,6 +92,9 @@ class Verification:
     status: str = ""
     status_detail: str = ""
     endorsements: list[str] = field(default_factory=list)
+    batch_id: bytes = b""
+    """For a batch member: its batch (from the receipt's signed record) and position."""
+    batch_index: int = -1
 
     @property
     def ok(self) -> bool:
@@ -156,6 +172,7 @@ class ReceiptVerifier:
         self._signed: set[bytes] = set()
         self._decoded: dict[bytes, SignedRecord] = {}
         self._issuers: dict[tuple, tuple[IssuerEntry | None]] = {}
+        self._batches: dict[tuple, tuple[BatchEntry | None]] = {}
 
     def verify(self, receipt: dict, credential_id: bytes | None = None) -> Verification:
         """Check one receipt; never raises on bad input (every problem is a failed check)."""
@@ -199,6 +216,17 @@ class ReceiptVerifier:
             if len(self._issuers) >= self._remembered_max:
                 self._issuers.clear()
             self._issuers[key] = known
+        return known[0]
+
+    def batch(self, proof: BatchStatusProof, state_root: bytes) -> BatchEntry | None:
+        """proof.verify(state_root), remembering successes (a cohort shares one); raises StatusProofError."""
+        key = (proof, state_root)
+        known = self._batches.get(key)
+        if known is None:
+            known = (proof.verify(state_root),)
+            if len(self._batches) >= self._remembered_max:
+                self._batches.clear()
+            self._batches[key] = known
         return known[0]
 
     def signed(self, record: SignedRecord) -> bool:
@@ -247,7 +275,15 @@ def _verify(
         note = receipt["checkpoint"]
         if not isinstance(note, str):
             raise ValueError("checkpoint must be a signed note")
-        status_proof = CredentialStatusProof.from_json(receipt["status_proof"])
+        batched = "batch" in receipt
+        if batched:
+            member = receipt["batch"]
+            if not isinstance(member, dict) or set(member) != {"index", "path"} or type(member["index"]) is not int:
+                raise ValueError("batch must be {index, path}")
+            batch_index, batch_path = member["index"], _path(member["path"])
+            batch_proof = BatchStatusProof.from_json(receipt["batch_proof"])
+        status_document = receipt["status_proof"]
+        status_proof = None if batched and status_document is None else CredentialStatusProof.from_json(status_document)
         issuer_proof = IssuerStatusProof.from_json(receipt["issuer_proof"])
     except (KeyError, TypeError, ValueError, binascii.Error) as error:
         _need(result, "receipt-format", False, "", f"malformed receipt: {error}")
@@ -265,18 +301,37 @@ def _verify(
 
     # 3. The issuance record: canonical, about this credential, signed by its signer.
     try:
-        record = SignedRecord.decode(record_bytes)
+        record = verifier.decode(record_bytes)
     except RecordError as error:
         _need(result, "issuance-record", False, "", f"record does not decode: {error}")
         return
     body = record.body
-    _need(
-        result, "issuance-record",
-        isinstance(body, CredentialIssuance) and body.credential_id == claimed_id,
-        "credential.issue record for this credential id",
-        f"record is {record.kind}, not the issuance of {claimed_id.hex()}",
-    )
-    assert isinstance(body, CredentialIssuance)
+    if batched:
+        _need(
+            result, "issuance-record", isinstance(body, CredentialBatch),
+            f"credential.issue_batch record of {getattr(body, 'count', 0):,} credentials",
+            f"record is {record.kind}, not a batch issuance",
+        )
+        assert isinstance(body, CredentialBatch)
+        try:
+            verify_batch_path(claimed_id, batch_index, body.count, batch_path, body.root)
+            member, why = True, ""
+        except ProofError as error:
+            member, why = False, str(error)
+        result.batch_id, result.batch_index = body.batch_id, batch_index
+        _need(
+            result, "batch-member", member,
+            f"credential {batch_index} of the {body.count:,} in batch {body.batch_id.hex()[:16]} (RFC 9162 audit path)",
+            f"the credential id is not proven in the signed batch: {why}",
+        )
+    else:
+        _need(
+            result, "issuance-record",
+            isinstance(body, CredentialIssuance) and body.credential_id == claimed_id,
+            "credential.issue record for this credential id",
+            f"record is {record.kind}, not the issuance of {claimed_id.hex()}",
+        )
+        assert isinstance(body, CredentialIssuance)
     result.issued_at, result.expires_at = body.issued_at, body.expires_at
     signed = verifier.signed(record)
     _need(result, "issuance-signature", signed, f"signed by issuer key {record.signer.hex()}", "issuer signature does not verify")
@@ -300,7 +355,67 @@ def _verify(
     check_issuer(issuer_proof, record.signer, leaf_index, checkpoint, trust, result, verifier)
 
     # 7. The credential's status at the checkpoint (and expiry by the clock).
-    check_status(status_proof, claimed_id, record, leaf_index, checkpoint, now_s, result, "status")
+    if batched:
+        check_member_status(
+            batch_proof, status_proof, claimed_id, batch_index, record, leaf_index, checkpoint, now_s, result,
+            verifier, "status",
+        )
+    else:
+        check_status(status_proof, claimed_id, record, leaf_index, checkpoint, now_s, result, "status")
+
+
+def check_member_status_document(
+    document: dict, own_proof: CredentialStatusProof, credential_id: bytes, checkpoint: Checkpoint,
+    now_s: int | None, result: Verification, verifier: ReceiptVerifier, name: str,
+) -> CredentialEntry:
+    """A node's status document for a batch member: its path in the batch, the batch's and its own proofs."""
+    root = _state_root(checkpoint, result, name)
+    try:
+        member = document["batch"]
+        index, path = member["index"], _path(member["path"])
+        if type(index) is not int:
+            raise ValueError("batch index must be an integer")
+        batch = verifier.batch(BatchStatusProof.from_json(document["batch_proof"]), root)
+        if batch is None:
+            raise StatusProofError("the batch is not on the ledger under this checkpoint")
+        verify_batch_path(credential_id, index, batch.count, path, batch.root)
+        if own_proof.credential_id != credential_id:
+            raise StatusProofError("status proof is for another credential")
+        entry = member_status(credential_id, index, own_proof.verify(root), batch)
+    except (KeyError, TypeError, ValueError, ProofError, StatusProofError) as error:
+        _need(result, name, False, "", f"batch member status fails: {error}")
+        raise AssertionError("unreachable")
+    report_status(entry, checkpoint, now_s, result, name, f"; credential {index} of batch {batch.batch_id.hex()[:16]}")
+    return entry
+
+
+def check_member_status(
+    batch_proof: BatchStatusProof, own_proof: CredentialStatusProof | None, credential_id: bytes, index: int,
+    record: SignedRecord, leaf_index: int, checkpoint: Checkpoint, now_s: int | None, result: Verification,
+    verifier: ReceiptVerifier, name: str,
+) -> CredentialEntry:
+    """A batch member's status: its batch's entry, and its own if the proof carries one."""
+    root = _state_root(checkpoint, result, name)
+    body = record.body
+    assert isinstance(body, CredentialBatch)
+    try:
+        batch = verifier.batch(batch_proof, root)
+        if batch is None or batch_proof.batch_id != body.batch_id:
+            raise StatusProofError("the batch is not on the ledger under this checkpoint")
+        if (batch.leaf_index, batch.issuer_key, batch.root, batch.count) != (leaf_index, record.signer, body.root, body.count):
+            raise StatusProofError("the batch entry does not match the batch record")
+        own = None
+        if own_proof is not None:
+            if own_proof.credential_id != credential_id:
+                raise StatusProofError("status proof is for another credential")
+            own = own_proof.verify(root)
+        entry = member_status(credential_id, index, own, batch)
+    except StatusProofError as error:
+        _need(result, name, False, "", f"status proof fails: {error}")
+        raise AssertionError("unreachable")
+    note = "" if own_proof is not None else "; the batch's status: this receipt has no status of the credential's own"
+    report_status(entry, checkpoint, now_s, result, name, note)
+    return entry
 
 
 def check_checkpoint(

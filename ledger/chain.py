@@ -16,7 +16,7 @@ Key layout (heights and leaf indexes are 8-byte big-endian):
     m/genesis             canonical genesis bytes
     m/head                height of the last committed block
     b + height            {"header", "certificate"} of a block
-    r + leaf index        record bytes (the leaf data)
+    r + leaf index        record bytes (the leaf data; a batch's with its ids)
     x + record hash       leaf index + block height
     t + ...               Merkle tiles (ledger.merkle_log, ledger.merkle_tiles)
     si / sc + key         state entries (ledger.state)
@@ -35,7 +35,7 @@ from ledger.genesis import AuthoritySet, Genesis
 from ledger.governance import ConsortiumEntry, ConsortiumHistory
 from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLog, MerkleLogError, MissingNodeError
-from ledger.records import RecordError, SignedRecord
+from ledger.records import CredentialBatch, RecordError, SignedRecord, leaf_data
 from ledger.state import RuleError, StateDelta, StoreStateView
 from ledger.store import Store, WriteBatch
 
@@ -47,6 +47,13 @@ BLOCK_PREFIX = b"b"
 RECORD_PREFIX = b"r"
 INDEX_PREFIX = b"x"
 MERKLE_PREFIX = b"t"
+BLOCK_BATCHED_MAX = 262_144
+"""Credentials in the batches of one block (8 MiB of ids): bounds a block whatever the policy."""
+
+
+def batched(record: SignedRecord) -> int:
+    """How many credentials a record issues in a batch (0 for any other record)."""
+    return record.body.count if type(record.body) is CredentialBatch else 0
 
 
 class ChainError(Exception):
@@ -254,9 +261,13 @@ class Chain:
         rejected: list[tuple[SignedRecord, RuleError]] = []
         leaf = self.log_size
         seen: set[bytes] = set()
+        in_batches = 0
         for record in records:
             if len(accepted) >= self.block_records_max:
                 break
+            count = batched(record)
+            if count and in_batches + count > BLOCK_BATCHED_MAX:
+                continue  # it waits for a later block
             record_hash = record.hash
             if record_hash in seen or self.locate(record_hash) is not None:
                 rejected.append((record, RuleError("record-unique", "record already on the ledger")))
@@ -268,6 +279,7 @@ class Chain:
                 continue
             seen.add(record_hash)
             accepted.append(record)
+            in_batches += count
             leaf += 1
         extended = self._range.extend(r.hash for r in accepted)
         sealed = delta.seal()
@@ -313,15 +325,19 @@ class Chain:
         decoded: list[SignedRecord] = []
         delta = StateDelta(self.state, self.authority_set, header.height)
         seen: set[bytes] = set()
+        in_batches = 0
         for i, data in enumerate(records):
             try:
-                record = known.get(leaf_hash(data)) if known is not None else None
+                record = known.get(leaf_hash(leaf_data(data))) if known is not None else None
                 if record is None:
-                    record = SignedRecord.decode(data)
+                    record = SignedRecord.decode_whole(data)
                     if verify_signatures:
                         record.verify()
             except (RecordError, crypto.SignatureError) as error:
                 raise BlockError("record", f"record {i}: {error}") from None
+            in_batches += batched(record)
+            if in_batches > BLOCK_BATCHED_MAX:
+                raise BlockError("block-batched-max", f"more than {BLOCK_BATCHED_MAX} credentials in batches")
             if record.hash in seen or self.locate(record.hash) is not None:
                 raise BlockError("record-unique", f"record {i} is already on the ledger")
             seen.add(record.hash)

@@ -11,6 +11,13 @@ without "sig", under `crypto.RECORD_CONTEXT`. The record hash is the leaf hash
 `SHA-256(0x00 || bytes)`, so the hash a client holds is the hash the log
 proves.
 
+A batch (`credential.issue_batch`) travels with its credential ids: its
+bytes on the wire, in blocks and in the store are the same map plus
+`"ids": <32 * count bytes>`. The ids are neither signed nor leaf data: the
+signed body holds their RFC 9162 root (`ledger.batch`), which every decoder
+recomputes, so a holder's receipt carries the small leaf data and one audit
+path instead of the whole cohort.
+
 No personal data: a credential appears only as the SHA-256 of its RFC 8785
 canonical form (its credential id).
 """
@@ -22,10 +29,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from ledger import codec, crypto
+from ledger.batch import BATCH_CREDENTIALS_MAX, batch_root, split_ids
 from ledger.merkle import leaf_hash
 
 RECORD_VERSION = 1
 RECORD_BYTES_MAX = 16 << 10
+"""Leaf data of any record; a batch's ids come on top (BATCH_RECORD_BYTES_MAX)."""
+BATCH_RECORD_BYTES_MAX = RECORD_BYTES_MAX + 32 * BATCH_CREDENTIALS_MAX + 16
 NAME_CHARS_MAX = 200
 ORIGIN_CHARS_MAX = 200
 ACHIEVEMENT_TYPE_CHARS_MAX = 100
@@ -46,6 +56,14 @@ class RevocationReason(enum.StrEnum):
     SUPERSEDED = "superseded"
     WITHDRAWN = "withdrawn"
     FRAUD = "fraud"
+
+
+def _reason(value: Any) -> "RevocationReason":
+    try:
+        return RevocationReason(value)
+    except ValueError:
+        codes = ", ".join(reason.value for reason in RevocationReason)
+        raise RecordError(f"unknown revocation reason {value!r}; one of {codes}") from None
 
 
 def _need(condition: bool, message: str) -> None:
@@ -142,11 +160,7 @@ class CredentialRevocation:
     def __post_init__(self) -> None:
         _check_id(self.credential_id, "credential_id")
         _check_time(self.revoked_at, "revoked_at")
-        try:
-            object.__setattr__(self, "reason", RevocationReason(self.reason))
-        except ValueError:
-            codes = ", ".join(reason.value for reason in RevocationReason)
-            raise RecordError(f"unknown revocation reason {self.reason!r}; one of {codes}") from None
+        object.__setattr__(self, "reason", _reason(self.reason))
 
     def to_map(self) -> dict:
         return {
@@ -154,6 +168,63 @@ class CredentialRevocation:
             "reason": self.reason.value,
             "revoked_at": self.revoked_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialBatch:
+    """An issuer records that it issued every credential of a cohort, signing once.
+
+    `root` is the RFC 9162 tree hash of the `count` credential ids that
+    travel with the record (`SignedRecord.ids`); the shared fields hold for
+    each of them. `batch_id` names the batch on the ledger (to revoke all of
+    it at once, and to resume an interrupted issuance without issuing twice).
+    """
+
+    KIND: ClassVar[str] = "credential.issue_batch"
+    batch_id: bytes
+    root: bytes
+    count: int
+    issued_at: int
+    expires_at: int = 0
+    achievement_type: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id(self.batch_id, "batch_id")
+        _check_id(self.root, "root")
+        _need(type(self.count) is int and 1 <= self.count <= BATCH_CREDENTIALS_MAX,
+              f"count must be 1..{BATCH_CREDENTIALS_MAX}")
+        _check_time(self.issued_at, "issued_at")
+        _check_time(self.expires_at, "expires_at")
+        _need(self.expires_at == 0 or self.expires_at > self.issued_at, "expires_at must be after issued_at")
+        _check_text(self.achievement_type, "achievement_type", ACHIEVEMENT_TYPE_CHARS_MAX, empty_ok=True)
+
+    def to_map(self) -> dict:
+        return {
+            "achievement_type": self.achievement_type,
+            "batch_id": self.batch_id,
+            "count": self.count,
+            "expires_at": self.expires_at,
+            "issued_at": self.issued_at,
+            "root": self.root,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRevocation:
+    """Every credential of a batch is revoked, for good (e.g. after a key compromise)."""
+
+    KIND: ClassVar[str] = "credential.revoke_batch"
+    batch_id: bytes
+    reason: RevocationReason
+    revoked_at: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.batch_id, "batch_id")
+        _check_time(self.revoked_at, "revoked_at")
+        object.__setattr__(self, "reason", _reason(self.reason))
+
+    def to_map(self) -> dict:
+        return {"batch_id": self.batch_id, "reason": self.reason.value, "revoked_at": self.revoked_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,14 +386,14 @@ class ConsortiumChange:
 RecordBody = (
     IssuerRegistration | IssuerRotation | IssuerRetirement | IssuerEndorsement
     | CredentialIssuance | CredentialRevocation | CredentialSuspension | CredentialReinstatement
-    | ConsortiumChange
+    | CredentialBatch | BatchRevocation | ConsortiumChange
 )
 BODY_TYPES: dict[str, type] = {
     body.KIND: body
     for body in (
         IssuerRegistration, IssuerRotation, IssuerRetirement, IssuerEndorsement,
         CredentialIssuance, CredentialRevocation, CredentialSuspension, CredentialReinstatement,
-        ConsortiumChange,
+        CredentialBatch, BatchRevocation, ConsortiumChange,
     )
 }
 
@@ -334,6 +405,9 @@ class SignedRecord:
     Construct with `sign` or `decode`; both guarantee `encoded` is canonical.
     The signature is checked by `verify`, not on construction, so the
     node can decide where that cost is paid (once, on admission).
+
+    `encoded` is the record's bytes on the wire and in the store; `leaf` is
+    its leaf data (the same bytes, except that a batch's leaves out `ids`).
     """
 
     body: RecordBody
@@ -343,6 +417,9 @@ class SignedRecord:
     unsigned: bytes = field(repr=False, compare=False, default=b"")
     hash: bytes = field(repr=False, compare=False, default=b"")
     """The record hash: its Merkle leaf hash (computed once)."""
+    ids: bytes = field(repr=False, compare=False, default=b"")
+    """A batch's credential ids, 32 bytes each, in tree order; empty for other kinds."""
+    leaf: bytes = field(repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
         _need(type(self.body) in BODY_TYPES.values(), "unknown record body")
@@ -354,15 +431,27 @@ class SignedRecord:
             type(self.signature) is bytes and len(self.signature) == crypto.SIGNATURE_BYTES,
             "signature must be 64 bytes",
         )
-        if not self.encoded:
-            object.__setattr__(self, "encoded", codec.encode(self._map(with_signature=True)))
+        batch = type(self.body) is CredentialBatch
+        if batch:
+            _check_batch_ids(self.body, self.ids)
+        else:
+            _need(not self.ids, "only a batch carries ids")
         if not self.unsigned:
             object.__setattr__(self, "unsigned", codec.encode(self._map(with_signature=False)))
-        object.__setattr__(self, "hash", leaf_hash(self.encoded))
+        if not self.leaf:
+            object.__setattr__(self, "leaf", codec.encode(self._map(with_signature=True)))
+        if not self.encoded:
+            encoded = codec.encode({**self._map(with_signature=True), "ids": self.ids}) if self.ids else self.leaf
+            object.__setattr__(self, "encoded", encoded)
+        object.__setattr__(self, "hash", leaf_hash(self.leaf))
 
     @property
     def kind(self) -> str:
         return self.body.KIND
+
+    def credential_ids(self) -> list[bytes]:
+        """A batch's ids, in tree order."""
+        return split_ids(self.ids)
 
     def _map(self, with_signature: bool) -> dict:
         mapping = {
@@ -376,14 +465,14 @@ class SignedRecord:
         return mapping
 
     def signed_message(self) -> bytes:
-        """The bytes the signature covers: the record map without "sig"."""
+        """The bytes the signature covers: the record map without "sig" (and "ids")."""
         return self.unsigned
 
     @classmethod
-    def sign(cls, body: RecordBody, key: crypto.KeyPair) -> "SignedRecord":
+    def sign(cls, body: RecordBody, key: crypto.KeyPair, ids: bytes = b"") -> "SignedRecord":
         unsigned = codec.encode({"body": body.to_map(), "kind": body.KIND, "signer": key.public_key, "v": RECORD_VERSION})
         signature = key.sign(crypto.RECORD_CONTEXT, unsigned)
-        return cls(body, key.public_key, signature, unsigned=unsigned)
+        return cls(body, key.public_key, signature, unsigned=unsigned, ids=ids)
 
     def verify(self) -> None:
         """Raise crypto.SignatureError unless the signer signed this record."""
@@ -391,18 +480,26 @@ class SignedRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> "SignedRecord":
-        """Parse canonical record bytes; raises RecordError on anything else."""
-        if len(data) > RECORD_BYTES_MAX:
-            raise RecordError(f"record larger than {RECORD_BYTES_MAX} bytes")
+        """Parse canonical record bytes (wire form or leaf data); raises RecordError on anything else.
+
+        The leaf data of a batch (without its ids) decodes too, for a
+        verifier holding a receipt; such a record has no `ids` and its
+        `encoded` is the leaf data. A node accepts only whole batches
+        (`decode_whole`).
+        """
+        if len(data) > BATCH_RECORD_BYTES_MAX:
+            raise RecordError(f"record larger than {BATCH_RECORD_BYTES_MAX} bytes")
         try:
             mapping = codec.decode(data)
         except codec.CodecError as error:
             raise RecordError(str(error)) from None
         _need(type(mapping) is dict, "a record is a map")
+        ids = mapping.pop("ids", None)
         _need(set(mapping) == {"body", "kind", "sig", "signer", "v"}, "record fields are body, kind, sig, signer, v")
         _need(mapping["v"] == RECORD_VERSION, f"unsupported record version {mapping['v']!r}")
         body_type = BODY_TYPES.get(mapping["kind"]) if type(mapping["kind"]) is str else None
         _need(body_type is not None, f"unknown record kind {mapping['kind']!r}")
+        _need(ids is None or body_type is CredentialBatch, "only a batch carries ids")
         values = mapping["body"]
         _need(type(values) is dict, "record body is a map")
         _need(set(values) == _FIELDS[body_type], f"{mapping['kind']} fields are {', '.join(sorted(_FIELDS[body_type]))}")
@@ -410,13 +507,51 @@ class SignedRecord:
             body = body_type(**values)  # type: ignore[misc]
         except TypeError as error:
             raise RecordError(str(error)) from None
-        signature = mapping.pop("sig")
         # The rest of a canonical map is still sorted and canonical: the
-        # signed bytes come straight from it. Every body field is required
-        # and kept as decoded, so `encoded` is exactly what to_map rebuilds
-        # (tests/ledger/test_records.py holds both to that).
+        # leaf data and the signed bytes come straight from it. Every body
+        # field is required and kept as decoded, so `encoded` is exactly what
+        # to_map rebuilds (tests/ledger/test_records.py holds both to that).
+        leaf = bytes(data) if ids is None else codec.encode_canonical(mapping)
+        _need(len(leaf) <= RECORD_BYTES_MAX, f"record larger than {RECORD_BYTES_MAX} bytes")
+        signature = mapping.pop("sig")
         unsigned = codec.encode_canonical(mapping)
-        return cls(body, mapping["signer"], signature, encoded=bytes(data), unsigned=unsigned)
+        if ids is None:
+            ids = b""
+        else:
+            _need(type(ids) is bytes, "ids must be bytes")
+        return cls(body, mapping["signer"], signature, encoded=bytes(data), unsigned=unsigned, ids=ids, leaf=leaf)
+
+    @classmethod
+    def decode_whole(cls, data: bytes) -> "SignedRecord":
+        """`decode`, refusing a batch without its ids (what a node accepts and stores)."""
+        record = cls.decode(data)
+        _need(type(record.body) is not CredentialBatch or bool(record.ids), "a batch travels with its ids")
+        return record
+
+
+def _check_batch_ids(body: "CredentialBatch", ids: bytes) -> None:
+    """A batch's ids, when present, are `count` distinct ids whose root is the signed one."""
+    if not ids:
+        return  # leaf data alone: what a receipt carries
+    _need(type(ids) is bytes and len(ids) == 32 * body.count, f"ids must be {body.count} ids of 32 bytes")
+    listed = split_ids(ids)
+    _need(len(set(listed)) == body.count, "a batch lists each credential id once")
+    _need(batch_root(listed) == body.root, "ids do not hash to the signed root")
+
+
+def leaf_data(data: bytes) -> bytes:
+    """The leaf data of record bytes in wire form: a batch without its ids; any other record as is."""
+    # A canonical record map has five keys (first byte 0x85); only a batch
+    # with its ids has six, so the common case costs one byte comparison.
+    if data[:1] != b"\x86":
+        return data
+    try:
+        mapping = codec.decode(data)
+    except codec.CodecError:
+        return data  # not a record at all: whoever decodes it will say so
+    if type(mapping) is not dict or mapping.pop("ids", None) is None:
+        return data
+    return codec.encode_canonical(mapping)
 
 
 _FIELDS: dict[type, set[str]] = {body: {f.name for f in fields(body)} for body in BODY_TYPES.values()}

@@ -5,6 +5,7 @@ Theory of operation. State is two authenticated maps (`ledger.smt`):
     credentials   credential id             -> CredentialEntry
     registry      SHA-256("lacre/issuer\\0" || key) -> IssuerEntry
                   SHA-256("lacre/epoch\\0" || u64 epoch) -> ConsortiumEntry
+                  SHA-256("lacre/batch\\0" || batch id) -> BatchEntry
 
 and the state root in every block header and checkpoint is
 
@@ -26,6 +27,9 @@ The rules below are the only place a record is judged; the mempool
     issuer.endorse       signer is an authority or an active issuer of another
                          identity; the endorsed issuer is active; no repeat
     credential.issue     signer is an active issuer; the id is unseen
+    credential.issue_batch  signer is an active issuer; the batch id and
+                         every credential id in it are unseen
+    credential.revoke_batch batch not revoked; signer as for a status change
     credential.suspend   credential issued (not suspended, not revoked)
     credential.reinstate credential suspended
     credential.revoke    credential not revoked (a suspended one may be)
@@ -37,6 +41,16 @@ registered that issuer, while it is still an authority. Records by retired,
 rotated or unknown keys are refused from then on; what they signed before
 stays valid. Expiry is not a state change: the issuance record carries
 `expires_at` and a verifier compares it with its own clock.
+
+A batch costs the authenticated maps one registry entry, not one entry per
+credential: a batched credential is proven issued by its batch (the
+holder's receipt carries its RFC 9162 path to the signed root) and its
+status is the batch's, unless the credential itself was suspended, revoked
+or reinstated, which writes its own credentials-map entry (naming its
+batch). A revoked batch revokes every credential in it. Each batched id is
+also indexed, unauthenticated, under its own key (`MEMBER_TAG`), so every
+node and auditor refuses an id issued twice, alone or in any batch, by the
+same deterministic rule.
 
 The signature itself is checked before the rules (`SignedRecord.verify`),
 once, by whoever admits the record.
@@ -53,7 +67,9 @@ from ledger import codec
 from ledger.genesis import AuthoritySet
 from ledger.governance import ConsortiumEntry, GovernanceError
 from ledger.records import (
+    BatchRevocation,
     ConsortiumChange,
+    CredentialBatch,
     CredentialIssuance,
     CredentialReinstatement,
     CredentialRevocation,
@@ -68,11 +84,15 @@ from ledger.smt import MapUpdate, SparseMerkleMap
 
 ISSUER_PREFIX = b"si"
 CREDENTIAL_PREFIX = b"sc"
+BATCH_PREFIX = b"sb"
+MEMBER_TAG = b"\x00"
+"""First byte of a credential key's value when it only marks batch membership (an entry is a map, 0x8X)."""
 EPOCH_PREFIX = b"se"
 CREDENTIAL_MAP_PREFIX = b"zc"
 REGISTRY_MAP_PREFIX = b"zr"
 REGISTRY_ISSUER_TAG = b"lacre/issuer\x00"
 REGISTRY_EPOCH_TAG = b"lacre/epoch\x00"
+REGISTRY_BATCH_TAG = b"lacre/batch\x00"
 STATE_ROOT_TAG = b"\x12"
 ENDORSEMENTS_MAX = 64
 
@@ -89,6 +109,15 @@ def issuer_path(issuer_key: bytes) -> bytes:
 def epoch_path(epoch: int) -> bytes:
     """Where a consortium epoch's entry sits in the registry map."""
     return hashlib.sha256(REGISTRY_EPOCH_TAG + epoch.to_bytes(8, "big")).digest()
+
+
+def batch_path(batch_id: bytes) -> bytes:
+    """Where a batch's entry sits in the registry map."""
+    return hashlib.sha256(REGISTRY_BATCH_TAG + batch_id).digest()
+
+
+def member_value(batch_id: bytes, index: int) -> bytes:
+    return MEMBER_TAG + batch_id + index.to_bytes(4, "big")
 
 
 def entry_hash(entry_bytes: bytes) -> bytes:
@@ -201,6 +230,10 @@ class CredentialEntry:
     changed_leaf: int = -1
     changed_at: int = 0
     reason: str = ""
+    batch_id: bytes = b""
+    """The batch that issued it (then `issuance_leaf` is the batch's leaf), or empty."""
+    batch_index: int = -1
+    """Its position in that batch's tree."""
 
     def status_at(self, now: int) -> CredentialStatus:
         """The status a verifier reports at unix time `now` (expiry is derived)."""
@@ -213,7 +246,7 @@ class CredentialEntry:
         # map is written in sorted key order with plain int, bytes and str
         # values, which is exactly what codec.encode would produce from it
         # (tests/ledger/test_state.py holds the two to the same bytes).
-        return codec.encode_canonical({
+        mapping = {
             "changed_at": self.changed_at,
             "changed_leaf": self.changed_leaf,
             "credential_id": self.credential_id,
@@ -223,7 +256,12 @@ class CredentialEntry:
             "issuer": self.issuer_key,
             "reason": self.reason,
             "status": self.status.value,
-        })
+        }
+        if self.batch_id:
+            # Only batched credentials carry the batch fields (keys that sort
+            # first), so a single credential's entry bytes are what they were.
+            mapping = {"batch_id": self.batch_id, "batch_index": self.batch_index, **mapping}
+        return codec.encode_canonical(mapping)
 
     @classmethod
     def decode(cls, data: bytes) -> "CredentialEntry":
@@ -231,15 +269,86 @@ class CredentialEntry:
         status = CredentialStatus(m["status"])
         if status not in (CredentialStatus.ISSUED, CredentialStatus.SUSPENDED, CredentialStatus.REVOKED):
             raise ValueError(f"stored status {status} is not a state")
+        fields = {"changed_at", "changed_leaf", "credential_id", "expires_at", "issuance_leaf", "issued_at",
+                  "issuer", "reason", "status"}
+        if set(m) not in (fields, fields | {"batch_id", "batch_index"}):
+            raise ValueError("credential entry fields")
         return cls(
             m["credential_id"], status, m["issuer"], m["issued_at"], m["expires_at"],
             m["issuance_leaf"], m["changed_leaf"], m["changed_at"], m["reason"],
+            m.get("batch_id", b""), m.get("batch_index", -1),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """A cohort issued by one signature: its tree, shared fields and standing.
+
+    `status` is issued or revoked (the whole batch, for good); a member's own
+    suspension or revocation lives in its credential entry.
+    """
+
+    batch_id: bytes
+    issuer_key: bytes
+    leaf_index: int
+    root: bytes
+    count: int
+    issued_at: int
+    expires_at: int
+    achievement_type: str
+    status: CredentialStatus = CredentialStatus.ISSUED
+    changed_leaf: int = -1
+    changed_at: int = 0
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        return codec.encode({
+            "achievement_type": self.achievement_type,
+            "batch_id": self.batch_id,
+            "changed_at": self.changed_at,
+            "changed_leaf": self.changed_leaf,
+            "count": self.count,
+            "expires_at": self.expires_at,
+            "issued_at": self.issued_at,
+            "issuer": self.issuer_key,
+            "leaf": self.leaf_index,
+            "reason": self.reason,
+            "root": self.root,
+            "status": self.status.value,
+        })
+
+    @classmethod
+    def decode(cls, data: bytes) -> "BatchEntry":
+        m = codec.decode(data)
+        status = CredentialStatus(m["status"])
+        if status not in (CredentialStatus.ISSUED, CredentialStatus.REVOKED):
+            raise ValueError(f"stored batch status {status} is not a batch state")
+        return cls(
+            m["batch_id"], m["issuer"], m["leaf"], m["root"], m["count"], m["issued_at"], m["expires_at"],
+            m["achievement_type"], status, m["changed_leaf"], m["changed_at"], m["reason"],
+        )
+
+    def member(self, credential_id: bytes, index: int) -> CredentialEntry:
+        """The entry of member `index` that has no status of its own."""
+        return CredentialEntry(
+            credential_id, self.status, self.issuer_key, self.issued_at, self.expires_at, self.leaf_index,
+            self.changed_leaf, self.changed_at, self.reason, self.batch_id, index,
+        )
+
+
+def in_force(entry: CredentialEntry, batch: BatchEntry | None) -> CredentialEntry:
+    """A member's own entry as its batch leaves it: a revoked batch revokes every member."""
+    if batch is not None and batch.status is CredentialStatus.REVOKED and entry.status is not CredentialStatus.REVOKED:
+        return replace(entry, status=CredentialStatus.REVOKED, changed_leaf=batch.changed_leaf,
+                       changed_at=batch.changed_at, reason=batch.reason)
+    return entry
 
 
 class StateView(Protocol):
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None: ...
     def credential(self, credential_id: bytes) -> CredentialEntry | None: ...
+    def credential_exists(self, credential_id: bytes) -> bool: ...
+    def batch(self, batch_id: bytes) -> BatchEntry | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +368,12 @@ class StoreStateView:
     """
 
     ISSUER_CACHE_MAX = 100_000
+    BATCH_CACHE_MAX = 10_000
 
     def __init__(self, store) -> None:
         self._store = store
         self._issuers: dict[bytes, IssuerEntry | None] = {}
+        self._batches: dict[bytes, BatchEntry | None] = {}
         self._consortium: ConsortiumEntry | None = None
         self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX)
         self.registry_map = SparseMerkleMap(store, REGISTRY_MAP_PREFIX)
@@ -284,27 +395,49 @@ class StoreStateView:
     def epoch_bytes(self, epoch: int) -> bytes | None:
         return self._store.get(EPOCH_PREFIX + epoch.to_bytes(8, "big"))
 
-    def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
+    def _cached(self, cache: dict, prefix: bytes, kind: type, key: bytes, cache_max: int):
         try:
-            return self._issuers[issuer_key]
+            return cache[key]
         except KeyError:
             pass
-        data = self._store.get(ISSUER_PREFIX + issuer_key)
-        entry = None if data is None else IssuerEntry.decode(data)
-        if len(self._issuers) >= self.ISSUER_CACHE_MAX:
-            self._issuers.clear()
-        self._issuers[issuer_key] = entry
+        data = self._store.get(prefix + key)
+        entry = None if data is None else kind.decode(data)
+        if len(cache) >= cache_max:
+            cache.clear()
+        cache[key] = entry
         return entry
+
+    def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
+        return self._cached(self._issuers, ISSUER_PREFIX, IssuerEntry, issuer_key, self.ISSUER_CACHE_MAX)
 
     def issuer_bytes(self, issuer_key: bytes) -> bytes | None:
         return self._store.get(ISSUER_PREFIX + issuer_key)
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
-        return None if data is None else CredentialEntry.decode(data)
+        if data is None:
+            return None
+        if data[:1] == MEMBER_TAG:
+            batch = self.batch(data[1:33])
+            if batch is None:
+                raise ValueError("a batch member's batch is missing")
+            return batch.member(credential_id, int.from_bytes(data[33:37], "big"))
+        entry = CredentialEntry.decode(data)
+        return in_force(entry, self.batch(entry.batch_id)) if entry.batch_id else entry
+
+    def credential_exists(self, credential_id: bytes) -> bool:
+        return self._store.get(CREDENTIAL_PREFIX + credential_id) is not None
 
     def credential_bytes(self, credential_id: bytes) -> bytes | None:
-        return self._store.get(CREDENTIAL_PREFIX + credential_id)
+        """The credential's own entry in the credentials map (none for a batch member without one)."""
+        data = self._store.get(CREDENTIAL_PREFIX + credential_id)
+        return None if data is None or data[:1] == MEMBER_TAG else data
+
+    def batch(self, batch_id: bytes) -> BatchEntry | None:
+        return self._cached(self._batches, BATCH_PREFIX, BatchEntry, batch_id, self.BATCH_CACHE_MAX)
+
+    def batch_bytes(self, batch_id: bytes) -> bytes | None:
+        return self._store.get(BATCH_PREFIX + batch_id)
 
     def seal(self, delta: "StateDelta") -> StateUpdate:
         """The root after `delta` and the map writes; changes nothing."""
@@ -314,6 +447,8 @@ class StoreStateView:
         changes = {issuer_path(key): entry_hash(data) for key, data in delta.encoded_issuers().items()}
         if delta.consortium_change is not None:
             changes[epoch_path(delta.consortium_change.epoch)] = entry_hash(delta.consortium_change.encode())
+        for key, data in delta.encoded_batches().items():
+            changes[batch_path(key)] = entry_hash(data)
         registry = self.registry_map.update(changes)
         return StateUpdate(state_root(credentials.root, registry.root), credentials, registry)
 
@@ -321,6 +456,8 @@ class StoreStateView:
         """The store now holds `delta` and `update`: follow it."""
         for key, entry in delta.issuers.items():
             self._issuers[key] = entry
+        for key, entry in delta.batches.items():
+            self._batches[key] = entry
         if delta.consortium_change is not None:
             self._consortium = delta.consortium_change
         self.credential_map.committed(update.credentials)
@@ -343,8 +480,10 @@ class StateDelta:
         self.consortium_change: ConsortiumEntry | None = None
         self._issuers: dict[bytes, IssuerEntry] = {}
         self._credentials: dict[bytes, CredentialEntry] = {}
+        self._batches: dict[bytes, BatchEntry] = {}
+        self._members: dict[bytes, bytes] = {}  # credential id -> member_value, for new batches
         self._sealed: StateUpdate | None = None
-        self._encoded: tuple[dict[bytes, bytes], dict[bytes, bytes]] | None = None
+        self._encoded: tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]] | None = None
 
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None:
         entry = self._issuers.get(issuer_key)
@@ -352,7 +491,23 @@ class StateDelta:
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
         entry = self._credentials.get(credential_id)
-        return entry if entry is not None else self._base.credential(credential_id)
+        if entry is None:
+            member = self._members.get(credential_id)
+            if member is not None:
+                return self._batches[member[1:33]].member(credential_id, int.from_bytes(member[33:37], "big"))
+            entry = self._base.credential(credential_id)
+            if entry is None:
+                return None
+        # The base judged the batch as committed; this delta may have revoked it since.
+        return in_force(entry, self._batches.get(entry.batch_id)) if entry.batch_id else entry
+
+    def credential_exists(self, credential_id: bytes) -> bool:
+        return (credential_id in self._credentials or credential_id in self._members
+                or self._base.credential_exists(credential_id))
+
+    def batch(self, batch_id: bytes) -> BatchEntry | None:
+        entry = self._batches.get(batch_id)
+        return entry if entry is not None else self._base.batch(batch_id)
 
     def consortium(self) -> ConsortiumEntry | None:
         if self.consortium_change is not None:
@@ -371,6 +526,13 @@ class StateDelta:
         for entry in self._judge(record, leaf_index):
             if isinstance(entry, IssuerEntry):
                 self._issuers[entry.issuer_key] = entry
+            elif isinstance(entry, BatchEntry):
+                self._batches[entry.batch_id] = entry
+                if type(record.body) is CredentialBatch:
+                    batch_id = entry.batch_id
+                    members = self._members
+                    for index, credential_id in enumerate(record.credential_ids()):
+                        members[credential_id] = MEMBER_TAG + batch_id + index.to_bytes(4, "big")
             elif isinstance(entry, ConsortiumEntry):
                 self.consortium_change = entry
             else:
@@ -383,18 +545,18 @@ class StateDelta:
         body = record.body
         signer = record.signer
         if isinstance(body, CredentialIssuance):
-            issuer = self.issuer(signer)
-            if issuer is None:
-                raise RuleError("issuer-registered", "signer is not a registered issuer")
-            if not issuer.active:
-                raise RuleError("issuer-active", f"issuer key is {issuer.status.value}")
-            if self.credential(body.credential_id) is not None:
+            self._active_issuer(signer)
+            if self.credential_exists(body.credential_id):
                 raise RuleError("credential-unique", "credential id already on the ledger")
             return [CredentialEntry(
                 body.credential_id, CredentialStatus.ISSUED, signer, body.issued_at, body.expires_at, leaf,
             )]
         if isinstance(body, (CredentialRevocation, CredentialSuspension, CredentialReinstatement)):
             return [self._status_change(record, leaf)]
+        if isinstance(body, CredentialBatch):
+            return [self._batch_issuance(record, leaf)]
+        if isinstance(body, BatchRevocation):
+            return [self._batch_revocation(record, leaf)]
         if isinstance(body, IssuerRegistration):
             if self._authorities.by_key(signer) is None:
                 raise RuleError("issuer-registration-by-authority", "only an authority may register issuers")
@@ -439,22 +601,26 @@ class StateDelta:
     def _is_registering_authority(self, issuer: IssuerEntry, signer: bytes) -> bool:
         return signer == issuer.registered_by and self._authorities.by_key(signer) is not None
 
+    def _check_status_changer(self, issuer_key: bytes, signer: bytes) -> None:
+        """Only an active key of the issuing identity, or the authority that registered it, changes a status."""
+        issuer = self.issuer(issuer_key)
+        signer_entry = self.issuer(signer)
+        by_issuer = (
+            issuer is not None and signer_entry is not None and signer_entry.active
+            and signer_entry.issuer_id == issuer.issuer_id
+        )
+        if not by_issuer and not (issuer is not None and self._is_registering_authority(issuer, signer)):
+            raise RuleError(
+                "status-change-by-issuer",
+                "only an active key of the issuer, or the authority that registered it, may change a status",
+            )
+
     def _status_change(self, record: SignedRecord, leaf: int) -> CredentialEntry:
         body = record.body
         current = self.credential(body.credential_id)
         if current is None:
             raise RuleError("credential-exists", "credential was never issued")
-        issuer = self.issuer(current.issuer_key)
-        signer_entry = self.issuer(record.signer)
-        by_issuer = (
-            issuer is not None and signer_entry is not None and signer_entry.active
-            and signer_entry.issuer_id == issuer.issuer_id
-        )
-        if not by_issuer and not (issuer is not None and self._is_registering_authority(issuer, record.signer)):
-            raise RuleError(
-                "status-change-by-issuer",
-                "only an active key of the issuer, or the authority that registered it, may change a status",
-            )
+        self._check_status_changer(current.issuer_key, record.signer)
         if current.status is CredentialStatus.REVOKED:
             raise RuleError("credential-not-revoked", "credential is revoked for good")
         if isinstance(body, CredentialRevocation):
@@ -473,6 +639,43 @@ class StateDelta:
             raise RuleError("credential-suspended", "only a suspended credential is reinstated")
         return replace(
             current, status=CredentialStatus.ISSUED, changed_leaf=leaf, changed_at=body.reinstated_at, reason="",
+        )
+
+    def _active_issuer(self, signer: bytes) -> IssuerEntry:
+        issuer = self.issuer(signer)
+        if issuer is None:
+            raise RuleError("issuer-registered", "signer is not a registered issuer")
+        if not issuer.active:
+            raise RuleError("issuer-active", f"issuer key is {issuer.status.value}")
+        return issuer
+
+    def _batch_issuance(self, record: SignedRecord, leaf: int) -> BatchEntry:
+        body = record.body
+        self._active_issuer(record.signer)
+        if not record.ids:
+            raise RuleError("batch-ids", "a batch is judged with its ids")
+        if self.batch(body.batch_id) is not None:
+            raise RuleError("batch-unique", "batch id already on the ledger")
+        exists = self.credential_exists
+        for index, credential_id in enumerate(record.credential_ids()):
+            if exists(credential_id):
+                raise RuleError("credential-unique", f"credential {index} ({credential_id.hex()}) already on the ledger")
+        return BatchEntry(
+            body.batch_id, record.signer, leaf, body.root, body.count, body.issued_at, body.expires_at,
+            body.achievement_type,
+        )
+
+    def _batch_revocation(self, record: SignedRecord, leaf: int) -> BatchEntry:
+        body = record.body
+        current = self.batch(body.batch_id)
+        if current is None:
+            raise RuleError("batch-exists", "no batch with this id")
+        self._check_status_changer(current.issuer_key, record.signer)
+        if current.status is CredentialStatus.REVOKED:
+            raise RuleError("batch-not-revoked", "batch is revoked for good")
+        return replace(
+            current, status=CredentialStatus.REVOKED, changed_leaf=leaf,
+            changed_at=body.revoked_at, reason=body.reason.value,
         )
 
     def _endorsement(self, body: IssuerEndorsement, signer: bytes, leaf: int) -> IssuerEntry:
@@ -506,6 +709,21 @@ class StateDelta:
         """Credential entries this delta changed."""
         return self._credentials
 
+    @property
+    def batches(self) -> dict[bytes, BatchEntry]:
+        """Batch entries this delta added or changed."""
+        return self._batches
+
+    @property
+    def members(self) -> int:
+        """Credentials issued in this delta's new batches."""
+        return len(self._members)
+
+    def encoded_batches(self) -> dict[bytes, bytes]:
+        if self._encoded is not None:
+            return self._encoded[2]
+        return {key: entry.encode() for key, entry in self._batches.items()}
+
     def encoded_issuers(self) -> dict[bytes, bytes]:
         if self._encoded is not None:
             return self._encoded[0]
@@ -524,7 +742,7 @@ class StateDelta:
         if self._sealed is None:
             if not isinstance(self._base, StoreStateView):
                 raise TypeError("only a delta over committed state is sealed")
-            self._encoded = (self.encoded_issuers(), self.encoded_credentials())
+            self._encoded = (self.encoded_issuers(), self.encoded_credentials(), self.encoded_batches())
             self._sealed = self._base.seal(self)
         return self._sealed
 
@@ -532,12 +750,17 @@ class StateDelta:
         """Take on the changes of `other`, a delta built on top of this one."""
         self._issuers.update(other._issuers)
         self._credentials.update(other._credentials)
+        self._batches.update(other._batches)
+        self._members.update(other._members)
         if other.consortium_change is not None:
             self.consortium_change = other.consortium_change
 
     def puts(self) -> list[tuple[bytes, bytes]]:
         """Entry writes, then (if sealed) the authenticated maps' writes."""
         puts = [(ISSUER_PREFIX + k, data) for k, data in self.encoded_issuers().items()]
+        puts += [(BATCH_PREFIX + k, data) for k, data in self.encoded_batches().items()]
+        # Markers first: a member's own entry (a status change in the same block) wins.
+        puts += [(CREDENTIAL_PREFIX + k, marker) for k, marker in self._members.items()]
         puts += [(CREDENTIAL_PREFIX + k, data) for k, data in self.encoded_credentials().items()]
         if self.consortium_change is not None:
             change = self.consortium_change
@@ -548,4 +771,5 @@ class StateDelta:
         return puts
 
     def __len__(self) -> int:
-        return len(self._issuers) + len(self._credentials) + (self.consortium_change is not None)
+        return (len(self._issuers) + len(self._credentials) + len(self._batches) + len(self._members)
+                + (self.consortium_change is not None))

@@ -9,6 +9,7 @@ root from the proof alone:
 
     credential status   credentials map, key = credential id
     issuer status       registry map, key = SHA-256("lacre/issuer\\0" || key)
+    batch status        registry map, key = SHA-256("lacre/batch\\0" || batch id)
     prefix status       every credential whose id starts with `bits` bits
 
 Pure: no storage, no clock. `now` for expiry is the caller's.
@@ -23,7 +24,16 @@ from dataclasses import dataclass
 from ledger import codec
 from ledger.checkpoint import Checkpoint
 from ledger.smt_proof import PrefixProof, Proof, ProofError, root_from_prefix_proof, root_from_proof
-from ledger.state import CredentialEntry, IssuerEntry, entry_hash, issuer_path, state_root
+from ledger.state import (
+    BatchEntry,
+    CredentialEntry,
+    IssuerEntry,
+    batch_path,
+    entry_hash,
+    in_force,
+    issuer_path,
+    state_root,
+)
 
 STATE_EXTENSION = "lacre-state "
 BLOCK_EXTENSION = "lacre-block "
@@ -152,6 +162,38 @@ class CredentialStatusProof:
         )
 
 
+def _registry_entry(kind: type, key_of, key: bytes, path: bytes, data: bytes | None, proof: Proof,
+                    credentials_root: bytes, root: bytes):
+    """The registry entry `data` (None: absent) at `path`, proven under state root `root`."""
+    entry = None
+    value_hash = None
+    if data is not None:
+        entry = _decode_entry(kind, data)
+        if key_of(entry) != key:
+            raise StatusProofError("entry is for another key")
+        value_hash = entry_hash(data)
+    try:
+        registry_root = root_from_proof(proof, path, value_hash)
+    except ProofError as error:
+        raise StatusProofError(f"registry map proof fails: {error}") from None
+    if state_root(credentials_root, registry_root) != root:
+        raise StatusProofError("proof does not lead to the checkpoint's state root")
+    return entry
+
+
+def _registry_json(key_name: str, key: bytes, entry: bytes | None, proof: Proof, credentials_root: bytes) -> dict:
+    return {key_name: key.hex(), "entry": _b64(entry), "proof": proof.to_json(), "credentials_root": credentials_root.hex()}
+
+
+def _registry_fields(document: object, key_name: str) -> tuple[bytes, bytes | None, Proof, bytes]:
+    d = _fields(document, {key_name, "entry", "proof", "credentials_root"})
+    try:
+        proof = Proof.from_json(d["proof"])
+    except ProofError as error:
+        raise StatusProofError(f"proof: {error}") from None
+    return _hex32(d[key_name], key_name), _unb64(d["entry"], "entry"), proof, _hex32(d["credentials_root"], "credentials_root")
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerStatusProof:
     issuer_key: bytes
@@ -161,40 +203,50 @@ class IssuerStatusProof:
 
     def verify(self, root: bytes) -> IssuerEntry | None:
         """The proven issuer entry (None: never registered) under state root `root`."""
-        entry = None
-        value_hash = None
-        if self.entry is not None:
-            entry = _decode_entry(IssuerEntry, self.entry)
-            if entry.issuer_key != self.issuer_key:
-                raise StatusProofError("entry is for another issuer key")
-            value_hash = entry_hash(self.entry)
-        try:
-            registry_root = root_from_proof(self.proof, issuer_path(self.issuer_key), value_hash)
-        except ProofError as error:
-            raise StatusProofError(f"registry map proof fails: {error}") from None
-        if state_root(self.credentials_root, registry_root) != root:
-            raise StatusProofError("proof does not lead to the checkpoint's state root")
-        return entry
+        return _registry_entry(IssuerEntry, lambda e: e.issuer_key, self.issuer_key, issuer_path(self.issuer_key),
+                               self.entry, self.proof, self.credentials_root, root)
 
     def to_json(self) -> dict:
-        return {
-            "issuer_key": self.issuer_key.hex(),
-            "entry": _b64(self.entry),
-            "proof": self.proof.to_json(),
-            "credentials_root": self.credentials_root.hex(),
-        }
+        return _registry_json("issuer_key", self.issuer_key, self.entry, self.proof, self.credentials_root)
 
     @classmethod
     def from_json(cls, document: object) -> "IssuerStatusProof":
-        d = _fields(document, {"issuer_key", "entry", "proof", "credentials_root"})
-        try:
-            proof = Proof.from_json(d["proof"])
-        except ProofError as error:
-            raise StatusProofError(f"proof: {error}") from None
-        return cls(
-            _hex32(d["issuer_key"], "issuer_key"), _unb64(d["entry"], "entry"),
-            proof, _hex32(d["credentials_root"], "credentials_root"),
-        )
+        return cls(*_registry_fields(document, "issuer_key"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatusProof:
+    batch_id: bytes
+    entry: bytes | None
+    proof: Proof
+    credentials_root: bytes
+
+    def verify(self, root: bytes) -> BatchEntry | None:
+        """The proven batch entry (None: no such batch) under state root `root`."""
+        return _registry_entry(BatchEntry, lambda e: e.batch_id, self.batch_id, batch_path(self.batch_id),
+                               self.entry, self.proof, self.credentials_root, root)
+
+    def to_json(self) -> dict:
+        return _registry_json("batch_id", self.batch_id, self.entry, self.proof, self.credentials_root)
+
+    @classmethod
+    def from_json(cls, document: object) -> "BatchStatusProof":
+        return cls(*_registry_fields(document, "batch_id"))
+
+
+def member_status(
+    credential_id: bytes, index: int, own: CredentialEntry | None, batch: BatchEntry
+) -> CredentialEntry:
+    """A batch member's status from its batch's entry and its own (None: it has none).
+
+    Both must be proven under one state root; raises StatusProofError if the
+    own entry is not this member's.
+    """
+    if own is None:
+        return batch.member(credential_id, index)
+    if own.batch_id != batch.batch_id or own.batch_index != index or own.issuance_leaf != batch.leaf_index:
+        raise StatusProofError("the credential's own entry names another batch position")
+    return in_force(own, batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +327,14 @@ def prove_issuer(state, issuer_key: bytes) -> IssuerStatusProof:
     return IssuerStatusProof(
         issuer_key, state.issuer_bytes(issuer_key),
         state.registry_map.prove(issuer_path(issuer_key)), state.credential_map.root(),
+    )
+
+
+def prove_batch(state, batch_id: bytes) -> BatchStatusProof:
+    """The registry proof of `batch_id` under the committed state root."""
+    return BatchStatusProof(
+        batch_id, state.batch_bytes(batch_id),
+        state.registry_map.prove(batch_path(batch_id)), state.credential_map.root(),
     )
 
 

@@ -21,9 +21,18 @@ from consensus.evidence import Evidence
 from ledger import codec
 from ledger.chain import Chain
 from ledger.merkle_log import MerkleLogError
-from ledger.records import SignedRecord
+from ledger.batch import BatchTree
+from ledger.records import SignedRecord, leaf_data
 from ledger.smt import TooManyLeavesError
-from ledger.status_proof import PREFIX_BITS_MAX, PREFIX_BITS_MIN, prove_credential, prove_issuer, prove_prefix
+from ledger.state import CredentialEntry
+from ledger.status_proof import (
+    PREFIX_BITS_MAX,
+    PREFIX_BITS_MIN,
+    prove_batch,
+    prove_credential,
+    prove_issuer,
+    prove_prefix,
+)
 from node import appkeys
 from node.service import Overloaded, SubmissionRefused
 from node.views import b64, block_view, body_view, credential_view, header_view, issuer_view
@@ -38,6 +47,7 @@ RECEIPT_VERSION = 2
 PREFIX_BITS_DEFAULT = 16
 # Bounds the work of one prefix query; a verifier asks for more bits instead.
 PREFIX_CREDENTIALS_MAX = 4096
+BATCH_TREES_CACHED = 4
 
 
 class ApiError(Exception):
@@ -270,7 +280,7 @@ async def get_record(request: web.Request) -> web.Response:
         if record_hash in request.app[appkeys.SERVICE].mempool:
             return web.json_response({"hash": record_hash.hex(), "status": "pending"}, status=202)
         raise ApiError(404, "unknown-record", "no committed record has this hash")
-    data = chain.record_at(location.leaf_index)
+    data = leaf_data(chain.record_at(location.leaf_index))
     record = SignedRecord.decode(data)
     return web.json_response({
         "hash": record_hash.hex(),
@@ -323,22 +333,62 @@ async def consistency_proof(request: web.Request) -> web.Response:
 
 def _inclusion(chain: Chain, leaf_index: int, tree_size: int) -> dict:
     return {
-        "record": b64(chain.record_at(leaf_index)),
+        "record": b64(leaf_data(chain.record_at(leaf_index))),
         "leaf_index": leaf_index,
         "inclusion_path": [node.hex() for node in chain.log.inclusion_proof(leaf_index, tree_size)],
+    }
+
+
+_batch_trees: dict[tuple, BatchTree] = {}
+
+
+def _batch_tree(chain: Chain, entry: CredentialEntry) -> BatchTree:
+    """The tree of the batch that issued `entry`, from its stored ids (a few recent ones kept)."""
+    key = (id(chain), entry.issuance_leaf, entry.batch_id)
+    tree = _batch_trees.get(key)
+    if tree is None:
+        record = SignedRecord.decode_whole(chain.record_at(entry.issuance_leaf))
+        tree = BatchTree(record.credential_ids())
+        if len(_batch_trees) >= BATCH_TREES_CACHED:
+            _batch_trees.pop(next(iter(_batch_trees)))
+        _batch_trees[key] = tree
+    return tree
+
+
+def batch_document(chain: Chain, batch_id: bytes) -> dict:
+    """What every receipt of a batch shares, under the latest checkpoint (`client/batch_receipts.py`)."""
+    batch = chain.state.batch(batch_id)
+    if batch is None or chain.head is None:
+        raise ApiError(404, "unknown-batch", "no batch with this id was issued")
+    tree_size = chain.log_size
+    issuance = _inclusion(chain, batch.leaf_index, tree_size)
+    location = chain.locate(SignedRecord.decode(base64.b64decode(issuance["record"])).hash)
+    return {
+        "batch_id": batch_id.hex(),
+        "status": batch.status.value,
+        "count": batch.count,
+        "height": location.height if location else None,
+        "record": issuance["record"],
+        "leaf_index": batch.leaf_index,
+        "tree_size": tree_size,
+        "inclusion_path": issuance["inclusion_path"],
+        "checkpoint": chain.checkpoint_note(),
+        "batch_proof": prove_batch(chain.state, batch_id).to_json(),
+        "issuer_proof": prove_issuer(chain.state, batch.issuer_key).to_json(),
     }
 
 
 def build_receipt(chain: Chain, credential_id: bytes) -> dict:
     """The holder's receipt: the issuance record and its inclusion proof, the
     credential's status proof and its issuer's registry proof, all under the
-    latest cosigned checkpoint (fields: `client/verify.py`)."""
+    latest cosigned checkpoint (fields: `client/verify.py`). A batch member's
+    receipt also carries its path in the batch and the batch's proof."""
     entry = chain.state.credential(credential_id)
     if entry is None or chain.head is None:
         raise ApiError(404, "unknown-credential", "no credential with this id was issued")
     tree_size = chain.log_size
     issuance = _inclusion(chain, entry.issuance_leaf, tree_size)
-    return {
+    receipt = {
         "version": RECEIPT_VERSION,
         "credential_id": credential_id.hex(),
         "record": issuance["record"],
@@ -346,9 +396,14 @@ def build_receipt(chain: Chain, credential_id: bytes) -> dict:
         "tree_size": tree_size,
         "inclusion_path": issuance["inclusion_path"],
         "checkpoint": chain.checkpoint_note(),
-        "status_proof": prove_credential(chain.state, credential_id).to_json(),
-        "issuer_proof": prove_issuer(chain.state, entry.issuer_key).to_json(),
     }
+    if entry.batch_id:
+        tree = _batch_tree(chain, entry)
+        receipt["batch"] = {"index": entry.batch_index, "path": [h.hex() for h in tree.path(entry.batch_index)]}
+        receipt["batch_proof"] = prove_batch(chain.state, entry.batch_id).to_json()
+    receipt["status_proof"] = prove_credential(chain.state, credential_id).to_json()
+    receipt["issuer_proof"] = prove_issuer(chain.state, entry.issuer_key).to_json()
+    return receipt
 
 
 async def credential(request: web.Request) -> web.Response:
@@ -360,7 +415,8 @@ async def credential(request: web.Request) -> web.Response:
     answer: dict = {"credential_id": credential_id.hex(), "status": "unknown"}
     if entry is not None:
         issuer = chain.state.issuer(entry.issuer_key)
-        records = [{"kind": "credential.issue", **_inclusion(chain, entry.issuance_leaf, tree_size)}]
+        kind = "credential.issue_batch" if entry.batch_id else "credential.issue"
+        records = [{"kind": kind, **_inclusion(chain, entry.issuance_leaf, tree_size)}]
         if entry.changed_leaf >= 0:
             change = _inclusion(chain, entry.changed_leaf, tree_size)
             records.append({"kind": SignedRecord.decode(chain.record_at(entry.changed_leaf)).kind, **change})
@@ -370,6 +426,13 @@ async def credential(request: web.Request) -> web.Response:
             "records": records,
             "issuer_proof": prove_issuer(chain.state, entry.issuer_key).to_json(),
         }
+        if entry.batch_id:
+            tree = _batch_tree(chain, entry)
+            answer["batch"] = {
+                "batch_id": entry.batch_id.hex(), "index": entry.batch_index,
+                "path": [h.hex() for h in tree.path(entry.batch_index)],
+            }
+            answer["batch_proof"] = prove_batch(chain.state, entry.batch_id).to_json()
     answer.update(
         tree_size=tree_size,
         checkpoint=chain.checkpoint_note(),
@@ -408,6 +471,12 @@ async def receipt(request: web.Request) -> web.Response:
     chain = _chain(request)
     credential_id = _hex32(request.match_info["id"], "credential id")
     return web.json_response(build_receipt(chain, credential_id))
+
+
+async def batch(request: web.Request) -> web.Response:
+    chain = _chain(request)
+    batch_id = _hex32(request.match_info["id"], "batch id")
+    return web.json_response(batch_document(chain, batch_id))
 
 
 async def issuer(request: web.Request) -> web.Response:
@@ -519,6 +588,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/credentials/{id}", credential),
         web.get("/v1/credentials", credentials_by_prefix),
         web.get("/v1/receipts/{id}", receipt),
+        web.get("/v1/batches/{id}", batch),
         web.get("/v1/issuers/{key}", issuer),
         web.get("/v1/blocks/{height}", block),
         web.get("/v1/blocks", blocks),

@@ -4,6 +4,9 @@ Every record in it has passed, once, the checks a block would apply: it
 decodes canonically, its signature verifies, and the rules accept it on top
 of committed state plus every record already pending. Records leave in
 arrival order.
+
+The bound counts credentials, not records: a batch weighs as many as it
+issues, so memory stays bounded whatever mix of records arrives.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from ledger.genesis import AuthoritySet
-from ledger.records import SignedRecord
+from ledger.records import CredentialBatch, SignedRecord
 from ledger.state import StateDelta, StateView
+
+
+def weight(record: SignedRecord) -> int:
+    """What a record counts against the bound: a batch its credentials, any other record one."""
+    return record.body.count if type(record.body) is CredentialBatch else 1
 
 
 class MempoolFullError(Exception):
@@ -30,6 +38,7 @@ class Mempool:
         self._state = state
         self._authorities = authorities if callable(authorities) else (lambda: authorities)
         self._pending: OrderedDict[bytes, SignedRecord] = OrderedDict()
+        self._weight = 0
         self._delta = StateDelta(state, self._authorities())
         self._nonempty = asyncio.Event()
 
@@ -50,8 +59,13 @@ class Mempool:
         return self._delta
 
     @property
+    def weight(self) -> int:
+        """Credentials (and other records) pending: what `records_max` bounds."""
+        return self._weight
+
+    @property
     def room(self) -> int:
-        return self.records_max - len(self._pending)
+        return self.records_max - self._weight
 
     def check(self, record: SignedRecord) -> None:
         """Raise RuleError if `record` cannot join what is pending."""
@@ -59,10 +73,11 @@ class Mempool:
 
     def add(self, record: SignedRecord) -> None:
         """Admit a verified record. Raises RuleError or MempoolFullError; changes nothing then."""
-        if len(self._pending) >= self.records_max:
+        if self._weight + weight(record) > self.records_max:
             raise MempoolFullError()
         self._delta.apply(record, leaf_index=-1)
         self._pending[record.hash] = record
+        self._weight += weight(record)
         self._nonempty.set()
 
     def admit(self, records: list[SignedRecord], scratch: StateDelta) -> None:
@@ -71,11 +86,13 @@ class Mempool:
         Saves judging each record twice. Precondition: nothing was added
         since `scratch` was built, and the caller checked `room`.
         """
-        if len(self._pending) + len(records) > self.records_max:
+        added = sum(map(weight, records))
+        if self._weight + added > self.records_max:
             raise MempoolFullError()
         self._delta.absorb(scratch)
         for record in records:
             self._pending[record.hash] = record
+        self._weight += added
         if records:
             self._nonempty.set()
 
@@ -84,7 +101,9 @@ class Mempool:
         taken = []
         pending = self._pending
         while pending and len(taken) < count:
-            taken.append(pending.popitem(last=False)[1])
+            record = pending.popitem(last=False)[1]
+            self._weight -= weight(record)
+            taken.append(record)
         if not pending:
             self._nonempty.clear()
         return taken
@@ -102,7 +121,9 @@ class Mempool:
         """Forget records (committed, or refused by a block); call `rebase` after."""
         pending = self._pending
         for record_hash in record_hashes:
-            pending.pop(record_hash, None)
+            record = pending.pop(record_hash, None)
+            if record is not None:
+                self._weight -= weight(record)
         if not pending:
             self._nonempty.clear()
 
@@ -114,7 +135,7 @@ class Mempool:
         (O(pending)) is needed only when the block held records from
         elsewhere, or now and then to drop entries of committed records.
         """
-        if only_pending_committed and len(self._delta) <= 2 * len(self._pending) + 4096:
+        if only_pending_committed and len(self._delta) <= 2 * self._weight + 4096:
             return []
         return self.rebase()
 
@@ -127,6 +148,7 @@ class Mempool:
                 self._delta.apply(record, leaf_index=-1)
             except ValueError:
                 del self._pending[record_hash]
+                self._weight -= weight(record)
                 dropped.append(record)
         if not self._pending:
             self._nonempty.clear()

@@ -23,7 +23,7 @@ from ledger import crypto
 from ledger.chain import Chain, RecordLocation
 from ledger.records import RecordError, SignedRecord
 from ledger.state import RuleError, StateDelta
-from node.mempool import Mempool
+from node.mempool import Mempool, weight
 from node.metrics import Metrics
 
 log = logging.getLogger("lacre.node")
@@ -129,7 +129,7 @@ class LedgerService:
         seen: set[bytes] = set()
         for index, data in enumerate(encoded_records):
             try:
-                record = SignedRecord.decode(data)
+                record = SignedRecord.decode_whole(data)
             except RecordError as error:
                 refusals.append(Refusal(index, "malformed-record", str(error), 400))
                 continue
@@ -142,7 +142,7 @@ class LedgerService:
             else:
                 seen.add(record_hash)
                 fresh.append((index, record))
-        if len(fresh) > self.mempool.room:
+        if sum(weight(record) for _, record in fresh) > self.mempool.room:
             self.metrics.overloaded.inc()
             raise Overloaded()
         hashes = [record.hash for _, record in fresh]
@@ -207,7 +207,7 @@ class LedgerService:
         pending, inflight = self.mempool.records, self.inflight
         for data in encoded_records:
             try:
-                record = SignedRecord.decode(data)
+                record = SignedRecord.decode_whole(data)
             except RecordError:
                 continue
             record_hash = record.hash
@@ -237,7 +237,7 @@ class LedgerService:
             except RuleError:
                 continue
             admitted.append(record)
-        if len(admitted) > self.mempool.room:
+        if sum(map(weight, admitted)) > self.mempool.room:
             self.metrics.overloaded.inc()
         else:
             self.mempool.admit(admitted, scratch)

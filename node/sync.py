@@ -37,7 +37,7 @@ def _verify_page(blocks: list[Block]) -> None:
     for block in blocks:
         for index, data in enumerate(block.records):
             try:
-                SignedRecord.decode(data).verify()
+                SignedRecord.decode_whole(data).verify()
             except (RecordError, crypto.SignatureError) as error:
                 raise SyncError(f"block {block.header.height} record {index}: {error}") from None
 

@@ -99,4 +99,6 @@ def credential_view(entry: CredentialEntry, now_s: int) -> dict:
         view.update(changed_leaf=entry.changed_leaf, changed_at=entry.changed_at)
     if entry.reason:
         view["reason"] = entry.reason
+    if entry.batch_id:
+        view.update(batch_id=entry.batch_id.hex(), batch_index=entry.batch_index)
     return view

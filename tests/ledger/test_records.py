@@ -8,6 +8,8 @@ from ledger import codec, crypto
 from ledger.merkle import leaf_hash
 from ledger.records import (
     BODY_TYPES,
+    BatchRevocation,
+    CredentialBatch,
     ConsortiumChange,
     CredentialIssuance,
     CredentialReinstatement,
@@ -35,6 +37,8 @@ BODIES = [
     IssuerRotation(KEY.public_key, seeded_key("issuer-2").public_key),
     IssuerRetirement(KEY.public_key),
     IssuerEndorsement(KEY.public_key, "Certificate"),
+    CredentialBatch(b"\x07" * 32, b"\x09" * 32, 5_000, 1_700_000_000, 1_800_000_000, "Course"),
+    BatchRevocation(b"\x07" * 32, RevocationReason.KEY_COMPROMISE, 1_700_000_200),
     ConsortiumChange(
         3, "authority.add", "inst-9", seeded_key("inst-9").public_key, "http://127.0.0.1:7009",
         approvals=((bytes(32), bytes(64)), (b"\x01" * 32, b"\x02" * 64)),
@@ -54,6 +58,11 @@ def test_every_record_kind_is_exercised():
     lambda: IssuerEndorsement(KEY.public_key, "tab\there"),
     lambda: CredentialSuspension(CID[:31], 1),
     lambda: CredentialReinstatement(CID, -1),
+    lambda: CredentialBatch(CID, CID, 0, 1),
+    lambda: CredentialBatch(CID, CID, 65_537, 1),
+    lambda: CredentialBatch(CID, CID[:31], 1, 1),
+    lambda: CredentialBatch(CID, CID, 1, 10, 5),
+    lambda: BatchRevocation(CID, "bored", 1),
     lambda: ConsortiumChange(0, "authority.promote", "x"),
     lambda: ConsortiumChange(0, "authority.add", "inst-9"),
     lambda: ConsortiumChange(0, "authority.remove", "inst-1", KEY.public_key),
@@ -61,6 +70,7 @@ def test_every_record_kind_is_exercised():
     lambda: ConsortiumChange(0, "policy.set", block_records_max=10, approvals=((b"\x01" * 32, bytes(64)), (bytes(32), bytes(64)))),
     lambda: ConsortiumChange(0, "policy.set", block_records_max=10, approvals=((bytes(32), bytes(64)),) * 2),
 ], ids=["rotate-to-itself", "short-new-key", "short-key", "long-type", "control-chars", "short-id", "negative-time",
+        "empty-batch", "batch-too-big", "short-root", "batch-expiry-first", "batch-bad-reason",
         "unknown-action", "add-without-key", "remove-with-key", "empty-policy", "unsorted-approvals", "repeated-approver"])
 def test_bad_fields_are_refused(make):
     with pytest.raises(RecordError):

@@ -7,7 +7,10 @@ import hashlib
 import pytest
 
 from ledger.genesis import AuthoritySet
+from ledger.batch import batch_root
 from ledger.records import (
+    BatchRevocation,
+    CredentialBatch,
     CredentialIssuance,
     CredentialReinstatement,
     CredentialRevocation,
@@ -18,7 +21,7 @@ from ledger.records import (
     IssuerRotation,
     SignedRecord,
 )
-from ledger.state import CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus, RuleError, StateDelta
+from ledger.state import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus, RuleError, StateDelta
 from tests.conftest import make_consortium, seeded_key
 
 C = make_consortium(1)
@@ -58,6 +61,23 @@ def retire(issuer=ISSUER, by=None):
 def endorse(issuer=ISSUER, by=AUTHORITY, kind=""):
     return SignedRecord.sign(IssuerEndorsement(issuer.public_key, kind), by)
 
+
+def cid(n: int) -> bytes:
+    return hashlib.sha256(b"cohort %d" % n).digest()
+
+
+def batch(*members: int, by=ISSUER, batch_id=b"\xb1" * 32, listed: list[bytes] | None = None):
+    listed = listed or [cid(n) for n in members]
+    body = CredentialBatch(batch_id, batch_root(listed), len(listed), 100, 0, "Course")
+    return SignedRecord.sign(body, by, ids=b"".join(listed))
+
+
+def revoke_batch(by=ISSUER, batch_id=b"\xb1" * 32, at=300):
+    return SignedRecord.sign(BatchRevocation(batch_id, "key_compromise", at), by)
+
+
+NEXT_BLOCK = ("next block", None)
+"""A scenario step that starts a new block (a delta on top of the last)."""
 
 # (name, steps): each step is (record, None if accepted else the rule that refuses it)
 SCENARIOS = [
@@ -124,6 +144,26 @@ SCENARIOS = [
         (retire(issuer=OTHER), None), (endorse(by=OTHER, kind="Course"), "endorsement-by-member"),
         (endorse(issuer=OTHER), "issuer-active"),
     ]),
+    ("a batch issues its members; a member's status changes alone; revoking the batch revokes all, for good", [
+        (register(ISSUER), None), (batch(1, 2, 3), None),
+        (suspend(cid=cid(1)), None), (reinstate(cid=cid(1)), None), (revoke(cid=cid(2)), None),
+        (revoke(cid=cid(2)), "credential-not-revoked"), (suspend(cid=cid(3)), None),
+        (revoke_batch(), None), (revoke_batch(at=301), "batch-not-revoked"),
+        (reinstate(cid=cid(3)), "credential-not-revoked"), (suspend(cid=cid(1)), "credential-not-revoked"),
+    ]),
+    ("an id is issued once, alone or in any batch, and a batch id once", [
+        (register(ISSUER), None), (register(OTHER), None), (issue(cid=cid(9)), None),
+        (batch(8, 9), "credential-unique"), (batch(4, 5), None), (batch(6, batch_id=b"\xb1" * 32), "batch-unique"),
+        (issue(cid=cid(4)), "credential-unique"), (batch(5, 6, by=OTHER, batch_id=b"\xb2" * 32), "credential-unique"),
+        (batch(6, 7, by=OTHER, batch_id=b"\xb2" * 32), None),
+    ]),
+    ("only an active issuer issues a batch; only its identity or authority revokes it", [
+        (batch(1, by=STRANGER), "issuer-registered"), (register(ISSUER), None), (register(OTHER), None),
+        (batch(1, 2), None), NEXT_BLOCK, (revoke_batch(by=OTHER), "status-change-by-issuer"),
+        (revoke_batch(batch_id=b"\xff" * 32), "batch-exists"), (suspend(cid=cid(1), by=OTHER), "status-change-by-issuer"),
+        (rotate(), None), (batch(3, by=ISSUER, batch_id=b"\xb3" * 32), "issuer-active"),
+        (suspend(cid=cid(1), by=NEW), None), (revoke_batch(by=AUTHORITY), None),
+    ]),
     ("endorsements follow the issuer to its new key", [
         (register(ISSUER), None), (register(OTHER), None), (endorse(), None), (rotate(), None),
         (endorse(issuer=NEW, by=OTHER), None), (endorse(issuer=NEW), "endorsement-unique"),
@@ -138,11 +178,20 @@ class EmptyState:
     def credential(self, cid):
         return None
 
+    def credential_exists(self, cid):
+        return False
+
+    def batch(self, batch_id):
+        return None
+
 
 @pytest.mark.parametrize("steps", [s for _, s in SCENARIOS], ids=[n for n, _ in SCENARIOS])
 def test_scenario(steps):
     delta = StateDelta(EmptyState(), C.genesis.authority_set)
     for leaf, (record, refused_by) in enumerate(steps):
+        if (record, refused_by) == NEXT_BLOCK:
+            delta = StateDelta(delta, C.genesis.authority_set)
+            continue
         before = delta.puts()
         if refused_by is None:
             delta.check(record)
@@ -180,6 +229,25 @@ def test_rotation_hands_the_identity_to_the_new_key_and_bounds_the_old_one():
     assert old.in_force_at(1) and not old.in_force_at(3) and not new.in_force_at(2) and new.in_force_at(3)
 
 
+def test_batch_members_take_their_batch_status_unless_their_own_changed():
+    delta = StateDelta(EmptyState(), C.genesis.authority_set)
+    delta.apply(register(ISSUER), 0)
+    delta.apply(batch(1, 2, 3), 1)
+    members = [delta.credential(cid(n)) for n in (1, 2, 3)]
+    assert [(m.status, m.batch_index, m.issuance_leaf, m.batch_id) for m in members] == [
+        (CredentialStatus.ISSUED, i, 1, b"\xb1" * 32) for i in range(3)
+    ]
+    assert delta.credentials == {} and delta.members == 3, "members cost no credentials-map entries"
+    delta = StateDelta(delta, C.genesis.authority_set)
+    delta.apply(suspend(cid=cid(2)), 2)
+    assert set(delta.credentials) == {cid(2)} and delta.credential(cid(2)).batch_index == 1
+    delta.apply(revoke_batch(), 3)
+    for n in (1, 2, 3):
+        entry = delta.credential(cid(n))
+        assert (entry.status, entry.changed_leaf, entry.reason) == (CredentialStatus.REVOKED, 3, "key_compromise")
+    assert delta.batch(b"\xb1" * 32).status is CredentialStatus.REVOKED
+
+
 def test_expiry_is_derived_from_the_clock_not_stored():
     entry = CredentialEntry(CID, CredentialStatus.ISSUED, ISSUER.public_key, 100, 1_000, 1)
     assert entry.status_at(999) is CredentialStatus.ISSUED
@@ -190,7 +258,10 @@ def test_expiry_is_derived_from_the_clock_not_stored():
 
 @pytest.mark.parametrize("entry", [
     CredentialEntry(CID, CredentialStatus.REVOKED, ISSUER.public_key, 100, 1_000, 1, 2, 500, "fraud"),
+    CredentialEntry(CID, CredentialStatus.SUSPENDED, ISSUER.public_key, 100, 0, 1, 2, 500, "", b"\xb1" * 32, 7),
     IssuerEntry(ISSUER.public_key, "U", "MX", "", AUTHORITY.public_key, 3),
+    BatchEntry(b"\xb1" * 32, ISSUER.public_key, 4, b"\x01" * 32, 10, 100, 0, "Course",
+               CredentialStatus.REVOKED, 9, 300, "fraud"),
 ])
 def test_entries_round_trip_through_their_canonical_bytes(entry):
     assert type(entry).decode(entry.encode()) == entry
@@ -200,6 +271,7 @@ def test_entries_round_trip_through_their_canonical_bytes(entry):
     CredentialEntry(CID, CredentialStatus.REVOKED, ISSUER.public_key, 100, 1_000, 1, 2, 500, "fraud"),
     CredentialEntry(CID, CredentialStatus.ISSUED, ISSUER.public_key, (1 << 40) - 1, 0, (1 << 62), -1, 0, ""),
     CredentialEntry(CID, CredentialStatus.SUSPENDED, ISSUER.public_key, 0, 7, 0, 1, 9, ""),
+    CredentialEntry(CID, CredentialStatus.SUSPENDED, ISSUER.public_key, 0, 7, 0, 1, 9, "", b"\xb1" * 32, 0),
 ])
 def test_a_credential_entry_encodes_as_the_canonical_codec_would(entry):
     """The fast path (a map already in key order) gives codec.encode's bytes exactly."""
