@@ -11,8 +11,11 @@ from ledger.block import Block, CommitCertificate, precommit
 from ledger.chain import Chain
 from ledger.governance import approve
 from ledger.leveldb_store import LevelDBStore
+from ledger.batch import batch_root
 from ledger.records import (
+    BatchRevocation,
     ConsortiumChange,
+    CredentialBatch,
     CredentialIssuance,
     CredentialReinstatement,
     CredentialRevocation,
@@ -32,6 +35,7 @@ EXTRA = seeded_key("inst-4")
 ISSUERS = [seeded_key(f"issuer-{i}") for i in range(4)]
 SIGNERS = [*C.authorities, EXTRA, *ISSUERS]
 CREDENTIALS = [hashlib.sha256(b"cred %d" % i).digest() for i in range(6)]
+BATCH_IDS = [hashlib.sha256(b"batch %d" % i).digest() for i in range(3)]
 
 
 def _governance(epoch: int, action: str, approvers: list) -> ConsortiumChange:
@@ -49,9 +53,10 @@ def _governance(epoch: int, action: str, approvers: list) -> ConsortiumChange:
 @st.composite
 def records(draw) -> SignedRecord:
     """A record of any kind, usually by a plausible signer, sometimes by anyone: many are refused."""
-    kind = draw(st.integers(0, 9))
+    kind = draw(st.integers(0, 11))
     issuer = draw(st.sampled_from(ISSUERS))
     plausible = C.authorities if kind in (0, 8, 9) else [issuer]
+    ids = b""
     signer = draw(st.sampled_from(plausible) if draw(st.integers(0, 4)) else st.sampled_from(SIGNERS))
     cid = draw(st.sampled_from(CREDENTIALS))
     at = draw(st.integers(1, 1000))
@@ -72,11 +77,18 @@ def records(draw) -> SignedRecord:
         body = IssuerRetirement(issuer.public_key)
     elif kind == 7:
         body = IssuerEndorsement(issuer.public_key, draw(st.sampled_from(["", "Course"])))
+    elif kind == 10:
+        # Batches share ids with single issuances and each other: many collide.
+        members = draw(st.lists(st.sampled_from(CREDENTIALS), min_size=1, max_size=4, unique=True))
+        body = CredentialBatch(draw(st.sampled_from(BATCH_IDS)), batch_root(members), len(members), at)
+        ids = b"".join(members)
+    elif kind == 11:
+        body = BatchRevocation(draw(st.sampled_from(BATCH_IDS)), "key_compromise", at)
     else:
         approvers = draw(st.lists(st.sampled_from(C.authorities + [EXTRA]), min_size=2, max_size=5, unique_by=lambda k: k.name))
         action = draw(st.sampled_from(["authority.add", "authority.remove", "policy.set"]))
         body = _governance(draw(st.sampled_from([0, 0, 1, 2])), action, approvers)
-    return SignedRecord.sign(body, signer)
+    return SignedRecord.sign(body, signer, ids=ids)
 
 
 def _certify(chain: Chain, header) -> CommitCertificate:
@@ -105,11 +117,15 @@ def test_followers_and_a_replay_agree_on_every_state_root(tmp_path_factory, bloc
         committed.append(block)
     event(f"consortium epochs reached: {len(proposer_chain.history.epochs) - 1}")
     event(f"records accepted: {'some' if proposer_chain.log_size else 'none'}")
+    event(f"batches accepted: {'some' if any(proposer_chain.state.batch(b) for b in BATCH_IDS) else 'none'}")
     # A from-scratch replay of the same blocks reaches the same state.
     replay = Chain(MemoryStore(), C.genesis)
     for block in committed:
         replay.apply_block(block)
     assert replay.state.root() == proposer_chain.state.root()
+    # Batch membership is indexed outside the root: it must agree too.
+    for chain in (follower, replay):
+        assert [chain.state.credential(c) for c in CREDENTIALS] == [proposer_chain.state.credential(c) for c in CREDENTIALS]
     assert [e.epoch for e in replay.history.epochs] == [e.epoch for e in proposer_chain.history.epochs]
     # And reopening the follower's LevelDB files restores it exactly.
     follower.close()
