@@ -88,18 +88,26 @@ def decode(data: bytes) -> Any:
 
 
 def _check_types(value: Any) -> None:
+    # Hot (every record, vote and block): containers recurse, scalars are
+    # checked in place, which saves a call per map value.
     kind = type(value)
-    if kind is float:
-        raise CodecError("floats are not allowed")
-    if kind is list:
-        for item in value:
-            _check_types(item)
-    elif kind is dict:
+    if kind is dict:
         keys = list(value)
         for key in keys:
             if type(key) is not str:
                 raise CodecError(f"map key is not text: {key!r}")
         if keys != sorted(keys):
             raise CodecError("map keys are not sorted")
-        for item in value.values():
+        items = value.values()
+    elif kind is list:
+        items = value
+    elif kind is float:
+        raise CodecError("floats are not allowed")
+    else:
+        return
+    for item in items:
+        item_kind = type(item)
+        if item_kind is dict or item_kind is list:
             _check_types(item)
+        elif item_kind is float:
+            raise CodecError("floats are not allowed")

@@ -487,39 +487,64 @@ class SignedRecord:
         `encoded` is the leaf data. A node accepts only whole batches
         (`decode_whole`).
         """
+        # Hot: every record a node admits or validates passes here. Error
+        # messages are built only on failure.
         if len(data) > BATCH_RECORD_BYTES_MAX:
             raise RecordError(f"record larger than {BATCH_RECORD_BYTES_MAX} bytes")
         try:
             mapping = codec.decode(data)
         except codec.CodecError as error:
             raise RecordError(str(error)) from None
-        _need(type(mapping) is dict, "a record is a map")
+        if type(mapping) is not dict:
+            raise RecordError("a record is a map")
         ids = mapping.pop("ids", None)
-        _need(set(mapping) == {"body", "kind", "sig", "signer", "v"}, "record fields are body, kind, sig, signer, v")
-        _need(mapping["v"] == RECORD_VERSION, f"unsupported record version {mapping['v']!r}")
-        body_type = BODY_TYPES.get(mapping["kind"]) if type(mapping["kind"]) is str else None
-        _need(body_type is not None, f"unknown record kind {mapping['kind']!r}")
-        _need(ids is None or body_type is CredentialBatch, "only a batch carries ids")
+        if mapping.keys() != _RECORD_KEYS:
+            raise RecordError("record fields are body, kind, sig, signer, v")
+        if mapping["v"] != RECORD_VERSION:
+            raise RecordError(f"unsupported record version {mapping['v']!r}")
+        kind = mapping["kind"]
+        body_type = BODY_TYPES.get(kind) if type(kind) is str else None
+        if body_type is None:
+            raise RecordError(f"unknown record kind {kind!r}")
+        if ids is not None and body_type is not CredentialBatch:
+            raise RecordError("only a batch carries ids")
         values = mapping["body"]
-        _need(type(values) is dict, "record body is a map")
-        _need(set(values) == _FIELDS[body_type], f"{mapping['kind']} fields are {', '.join(sorted(_FIELDS[body_type]))}")
+        if type(values) is not dict:
+            raise RecordError("record body is a map")
+        if values.keys() != _FIELDS[body_type]:
+            raise RecordError(f"{kind} fields are {', '.join(sorted(_FIELDS[body_type]))}")
         try:
             body = body_type(**values)  # type: ignore[misc]
         except TypeError as error:
             raise RecordError(str(error)) from None
-        # The rest of a canonical map is still sorted and canonical: the
-        # leaf data and the signed bytes come straight from it. Every body
-        # field is required and kept as decoded, so `encoded` is exactly what
-        # to_map rebuilds (tests/ledger/test_records.py holds both to that).
-        leaf = bytes(data) if ids is None else codec.encode_canonical(mapping)
-        _need(len(leaf) <= RECORD_BYTES_MAX, f"record larger than {RECORD_BYTES_MAX} bytes")
-        signature = mapping.pop("sig")
-        unsigned = codec.encode_canonical(mapping)
+        signature = mapping["sig"]
+        signer = mapping["signer"]
         if ids is None:
+            if len(data) > RECORD_BYTES_MAX:
+                raise RecordError(f"record larger than {RECORD_BYTES_MAX} bytes")
+            leaf = bytes(data)
+            if type(signature) is bytes and len(signature) == crypto.SIGNATURE_BYTES and type(signer) is bytes \
+                    and len(signer) == crypto.PUBLIC_KEY_BYTES:
+                # Canonical and sorted (checked above), the map ends with
+                # "sig" (70 bytes), "signer" (41) and "v": 1 (3); the signed
+                # bytes are the same map without "sig", cut from the input.
+                unsigned = b"\x84" + leaf[1:-114] + leaf[-44:]
+            else:
+                unsigned = b""  # __post_init__ refuses the record
             ids = b""
         else:
-            _need(type(ids) is bytes, "ids must be bytes")
-        return cls(body, mapping["signer"], signature, encoded=bytes(data), unsigned=unsigned, ids=ids, leaf=leaf)
+            # The rest of a canonical map is still sorted and canonical: the
+            # leaf data and the signed bytes come straight from it. Every
+            # body field is required and kept as decoded, so the bytes are
+            # exactly what to_map rebuilds (tests/ledger/test_records.py).
+            if type(ids) is not bytes:
+                raise RecordError("ids must be bytes")
+            leaf = codec.encode_canonical(mapping)
+            if len(leaf) > RECORD_BYTES_MAX:
+                raise RecordError(f"record larger than {RECORD_BYTES_MAX} bytes")
+            del mapping["sig"]
+            unsigned = codec.encode_canonical(mapping)
+        return cls(body, signer, signature, encoded=bytes(data), unsigned=unsigned, ids=ids, leaf=leaf)
 
     @classmethod
     def decode_whole(cls, data: bytes) -> "SignedRecord":
@@ -554,4 +579,5 @@ def leaf_data(data: bytes) -> bytes:
     return codec.encode_canonical(mapping)
 
 
-_FIELDS: dict[type, set[str]] = {body: {f.name for f in fields(body)} for body in BODY_TYPES.values()}
+_FIELDS: dict[type, frozenset[str]] = {body: frozenset(f.name for f in fields(body)) for body in BODY_TYPES.values()}
+_RECORD_KEYS = frozenset({"body", "kind", "sig", "signer", "v"})
