@@ -35,7 +35,7 @@ from ledger.genesis import AuthoritySet, Genesis
 from ledger.governance import ConsortiumEntry, ConsortiumHistory
 from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLog, MerkleLogError, MissingNodeError
-from ledger.records import CredentialBatch, RecordError, SignedRecord, leaf_data
+from ledger.records import CredentialBatch, CredentialIssuance, RecordError, SignedRecord, leaf_data
 from ledger.state import RuleError, StateDelta, StoreStateView
 from ledger.store import Store, WriteBatch
 
@@ -49,6 +49,13 @@ INDEX_PREFIX = b"x"
 MERKLE_PREFIX = b"t"
 BLOCK_BATCHED_MAX = 262_144
 """Credentials in the batches of one block (8 MiB of ids): bounds a block whatever the policy."""
+
+
+_ISSUANCES = (CredentialIssuance, CredentialBatch)
+# An issuance already on the ledger repeats its credential (or batch) id, so
+# the rules refuse it anyway: the record index is read only then, which
+# saves a store read for most records.
+_UNIQUE_BY_RULE = {"credential-unique", "batch-unique"}
 
 
 def batched(record: SignedRecord) -> int:
@@ -269,12 +276,15 @@ class Chain:
             if count and in_batches + count > BLOCK_BATCHED_MAX:
                 continue  # it waits for a later block
             record_hash = record.hash
-            if record_hash in seen or self.locate(record_hash) is not None:
+            issuance = type(record.body) in _ISSUANCES
+            if record_hash in seen or (not issuance and self.locate(record_hash) is not None):
                 rejected.append((record, RuleError("record-unique", "record already on the ledger")))
                 continue
             try:
                 delta.apply(record, leaf)
             except RuleError as error:
+                if error.rule in _UNIQUE_BY_RULE and self.locate(record_hash) is not None:
+                    error = RuleError("record-unique", "record already on the ledger")
                 rejected.append((record, error))
                 continue
             seen.add(record_hash)
@@ -338,12 +348,15 @@ class Chain:
             in_batches += batched(record)
             if in_batches > BLOCK_BATCHED_MAX:
                 raise BlockError("block-batched-max", f"more than {BLOCK_BATCHED_MAX} credentials in batches")
-            if record.hash in seen or self.locate(record.hash) is not None:
+            issuance = type(record.body) in _ISSUANCES
+            if record.hash in seen or (not issuance and self.locate(record.hash) is not None):
                 raise BlockError("record-unique", f"record {i} is already on the ledger")
             seen.add(record.hash)
             try:
                 delta.apply(record, self.log_size + i)
             except RuleError as error:
+                if error.rule in _UNIQUE_BY_RULE and self.locate(record.hash) is not None:
+                    raise BlockError("record-unique", f"record {i} is already on the ledger") from None
                 raise BlockError(error.rule, f"record {i}: {error.detail}") from None
             decoded.append(record)
         extended = self._range.extend(r.hash for r in decoded)
