@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("devnet", cmd_devnet, "run a local consortium on 127.0.0.1 with a demo", json_flag=False)
     sub.add_argument("--nodes", type=int, default=4, help="authorities (default 4)")
+    sub.add_argument("--followers", type=int, default=0, help="extra nodes that are not authorities (default 0)")
     sub.add_argument("--dir", default="devnet", help="data folder (reused if it exists)")
     sub.add_argument("--no-demo", action="store_true", help="skip the demo")
     sub.add_argument("--exit-after-demo", action="store_true", help="stop the nodes after the demo instead of serving")

@@ -6,11 +6,21 @@ The folder it builds (reused on the next run, so the chain persists):
     DIR/genesis.json
     DIR/issuer.key             the demo issuer's key, registered on the ledger
     DIR/authorities/NAME.key   authority keys
+    DIR/followers.json         nodes that are not (yet) authorities: name, url, public key
+    DIR/followers/NAME.key     their keys
     DIR/nodes/NAME/node.toml   node config; data/ and node.log beside it
     DIR/demo/                  the demo credential, its receipt
 
 Node processes run `python -m node run`; the devnet only starts, watches and
 stops them, and talks to them over HTTP like any client.
+
+A follower (`--followers K`, or `add_follower`) is a node whose key is in no
+authority set: it fetches blocks from the authorities, serves the API and
+forwards records, and starts signing once a `consortium.change` adds it, at
+the URL written in followers.json:
+
+    lacre governance propose --node URL --action authority.add --name inst-4 \
+        --authority-key DIR/followers/inst-4.key --url URL-OF-inst-4 --out change.json
 """
 
 from __future__ import annotations
@@ -43,11 +53,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _toml_config(name: str, port: int, peers: dict[str, str], fault_injection: bool = False) -> str:
+def _toml_config(
+    name: str, port: int, peers: dict[str, str], fault_injection: bool = False, key_dir: str = "authorities"
+) -> str:
     lines = [
         f"fault_injection = {'true' if fault_injection else 'false'}",
         f'name = "{name}"',
-        f'key_file = "../../authorities/{name}.key"',
+        f'key_file = "../../{key_dir}/{name}.key"',
         'genesis_file = "../../genesis.json"',
         'data_dir = "data"',
         'host = "127.0.0.1"',
@@ -59,8 +71,8 @@ def _toml_config(name: str, port: int, peers: dict[str, str], fault_injection: b
     return "\n".join(lines) + "\n"
 
 
-def create(root: Path, nodes: int, fault_injection: bool = False) -> None:
-    """Keys, genesis, trust file and node configs for a new devnet."""
+def create(root: Path, nodes: int, fault_injection: bool = False, followers: int = 0) -> None:
+    """Keys, genesis, trust file and node configs for a new devnet of `nodes` authorities and `followers`."""
     (root / "authorities").mkdir(parents=True, exist_ok=True)
     keys = []
     for i in range(nodes):
@@ -81,6 +93,40 @@ def create(root: Path, nodes: int, fault_injection: bool = False) -> None:
         port = int(urls[key.name].rsplit(":", 1)[1])
         (node_dir / "node.toml").write_text(_toml_config(key.name, port, urls, fault_injection))
     KeyPair.generate("demo-issuer").save(root / "issuer.key")
+    for _ in range(followers):
+        add_follower(root, fault_injection=fault_injection)
+
+
+def followers(root: Path) -> list[dict]:
+    """The devnet's followers: {"name", "url", "public_key" (hex)}, in the order they were added."""
+    path = root / "followers.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def add_follower(root: Path, name: str | None = None, fault_injection: bool = False) -> dict:
+    """Key and config for a node that is no authority yet; it follows the genesis authorities.
+
+    Its URL is fixed now, so a `consortium.change` can name it before it
+    runs. Returns its followers.json entry.
+    """
+    trust = json.loads((root / "consortium.json").read_text())
+    known = followers(root)
+    taken = {a["name"] for a in trust["authorities"]} | {f["name"] for f in known}
+    if name is None:
+        name = next(f"inst-{i}" for i in range(len(taken), len(taken) + 1000) if f"inst-{i}" not in taken)
+    elif name in taken:
+        raise ValueError(f"{name!r} is already a node of this devnet")
+    (root / "followers").mkdir(exist_ok=True)
+    key = KeyPair.generate(name)
+    key.save(root / "followers" / f"{name}.key")
+    port = _free_port()
+    node_dir = root / "nodes" / name
+    node_dir.mkdir(parents=True, exist_ok=True)
+    peers = {a["name"]: a["url"] for a in trust["authorities"]}
+    (node_dir / "node.toml").write_text(_toml_config(name, port, peers, fault_injection, key_dir="followers"))
+    entry = {"name": name, "url": f"http://127.0.0.1:{port}", "public_key": key.public_key.hex()}
+    (root / "followers.json").write_text(json.dumps(known + [entry], indent=2) + "\n")
+    return entry
 
 
 def _status(url: str) -> dict | None:
@@ -92,9 +138,10 @@ def _status(url: str) -> dict | None:
 
 
 def start(root: Path) -> list[tuple[str, str, subprocess.Popen]]:
+    """Start every node (genesis authorities, then followers); returns (name, url, process) once all serve."""
     trust = json.loads((root / "consortium.json").read_text())
     started = []
-    for authority in trust["authorities"]:
+    for authority in trust["authorities"] + followers(root):
         node_dir = root / "nodes" / authority["name"]
         log_file = open(node_dir / "node.log", "ab")
         process = subprocess.Popen(
@@ -185,14 +232,17 @@ def _issuer_known(url: str, key: bytes) -> bool:
 
 def run_devnet(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
-    if args.nodes < 1:
-        print("lacre devnet: --nodes must be at least 1", file=sys.stderr)
+    wanted_followers = getattr(args, "followers", 0)
+    if args.nodes < 1 or wanted_followers < 0:
+        print("lacre devnet: --nodes must be at least 1, --followers at least 0", file=sys.stderr)
         return 2
     if not (root / "genesis.json").exists():
         print(f"creating a {args.nodes}-authority consortium in {root}")
-        create(root, args.nodes)
+        create(root, args.nodes, followers=wanted_followers)
     else:
         print(f"reusing the consortium in {root}")
+        for _ in range(wanted_followers - len(followers(root))):
+            add_follower(root)
     try:
         started = start(root)
     except RuntimeError as error:
@@ -204,8 +254,16 @@ def run_devnet(args: argparse.Namespace) -> int:
             ok = demo(root, started[0][1])
             print("\ndemo", "succeeded" if ok else "FAILED")
         print(f"\nconsortium {root / 'consortium.json'}; demo issuer key {root / 'issuer.key'}")
+        follower_names = {f["name"] for f in followers(root)}
         for name, url, _ in started:
-            print(f"node {name}: {url}")
+            status = _status(url) or {}
+            role = ""
+            if name not in status.get("authorities", [name]):
+                role = " (follower: not an authority in force"
+                if name in follower_names:
+                    role += f"; add it by governance, key {root / 'followers' / (name + '.key')}"
+                role += ")"
+            print(f"node {name}: {url}{role}")
         if args.exit_after_demo:
             return 0 if ok else 1
         print("serving; Ctrl-C to stop", flush=True)

@@ -3,6 +3,12 @@
 Resources are owned by cleanup contexts, in order: the chain (LevelDB store),
 the ledger service (mempool, verifier threads), then block production. Each
 is closed in reverse order on shutdown.
+
+Block production follows the epoch in force, not genesis: the sole authority
+of a one-authority consortium runs `BlockProducer` until governance adds
+another, then the consensus driver; every other node runs the driver, which
+signs while the node's key is an authority of the epoch in force and follows
+(fetches blocks, forwards records) while it is not.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ from ledger.crypto import KeyPair
 from ledger.genesis import Genesis
 from ledger.leveldb_store import LevelDBStore
 from node import api, appkeys
-from node.config import NodeConfig
+from node.config import ConfigError, NodeConfig
 from node.consensus_driver import ConsensusDriver
 from node.mempool import Mempool
 from node.metrics import Metrics
-from node.producer import BlockProducer
+from node.producer import BlockProducer, sole_authority
 from node.service import LedgerService
 
 log = logging.getLogger("lacre.node")
@@ -76,28 +82,56 @@ async def _service_context(app: web.Application) -> AsyncIterator[None]:
 async def _producer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     chain = app[appkeys.CHAIN]
-    key = KeyPair.load(config.key_file)
-    authority = chain.authority_set.by_key(key.public_key)
-    if authority is None or authority.name != config.name:
-        raise RuntimeError(f"{config.key_file} is not the key of authority {config.name!r} in genesis")
-    if len(chain.authority_set) > 1:
-        state_store = LevelDBStore(config.data_dir / "consensus.ldb")
-        driver = ConsensusDriver(
-            chain, app[appkeys.SERVICE], key, config.peers, state_store,
-            config.limits.block_delay_ms, config.limits.idle_block_ms,
-        )
-        app[appkeys.DRIVER] = driver
-        await driver.start()
+    # The node signs as the name it is configured with (the key file's own
+    # label may differ, e.g. a key made before governance named it).
+    key = KeyPair(config.name, KeyPair.load(config.key_file).seed)
+    _check_identity(config, chain, key)
+    state_store = LevelDBStore(config.data_dir / "consensus.ldb")
+    driver = ConsensusDriver(
+        chain, app[appkeys.SERVICE], key, config.peers, state_store,
+        config.limits.block_delay_ms, config.limits.idle_block_ms,
+    )
+    app[appkeys.DRIVER] = driver
+    production: asyncio.Task | None = None
+    try:
+        if sole_authority(chain, key):
+            production = asyncio.create_task(_produce_then_drive(app, key, driver), name="block-producer")
+        else:
+            await driver.start()
         yield
+    finally:
+        if production is not None:
+            production.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await production
         await driver.close()
         state_store.close()
-        return
+
+
+def _check_identity(config: NodeConfig, chain: Chain, key: KeyPair) -> None:
+    """Refuse a key that is an authority in force under another name, or a follower that knows no node.
+
+    A key that is not an authority in force is fine: the node follows (until
+    governance adds it), fetching blocks from the nodes it knows.
+    """
+    authority = chain.authority_set.by_key(key.public_key)
+    if authority is not None and authority.name != config.name:
+        raise ConfigError(f"{config.key_file} is the key of authority {authority.name!r}, not of {config.name!r}")
+    known = set(config.peers) | {a.name for e in chain.history.epochs for a, url in zip(e.authorities, e.urls) if url}
+    if authority is None and not known - {config.name}:
+        raise ConfigError(f"{config.name} is not an authority in force, and its config names no [peers] to follow")
+
+
+async def _produce_then_drive(app: web.Application, key: KeyPair, driver: ConsensusDriver) -> None:
+    """The n = 1 producer while this key is the only authority; the consensus driver from then on."""
+    config = app[appkeys.CONFIG]
     producer = BlockProducer(app[appkeys.SERVICE], key, config.limits.block_delay_ms)
-    task = asyncio.create_task(producer.run(), name="block-producer")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await producer.run()
+    log.info("%s is no longer the only authority (height %d): running consensus", config.name, app[appkeys.CHAIN].height)
+    try:
+        await driver.start()
+    except Exception:  # nobody awaits this task: say why blocks stopped
+        log.exception("starting consensus failed; this node no longer commits")
 
 
 async def serve(config: NodeConfig) -> None:

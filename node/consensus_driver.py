@@ -23,6 +23,31 @@ The locked value's records are kept durable beside the signed state
 (`KEY_LOCKED_RECORDS`, written once per locked value in the synced write of the
 precommit that locks it): a cluster that restarts while locked has no mempools
 left, and must still be able to re-propose and validate that value.
+
+Epochs. The authority set changes by governance: a `consortium.change` in
+block h makes a new epoch, in force from h + 1. The machine is built for one
+set, so before the stepping task steps anything after the chain entered a new
+epoch (a commit, or catch-up, appended to `chain.history`), it drops the
+machine and builds one for the new set at the chain's next height, from the
+signed state on disk: a height is signed at by one machine only (the old one
+never passed h, the new one starts at h + 1), and a restart at h + 1 restores
+what the new one signed. Messages for h + 1 that reached the old machine
+(it buffers them) are kept here too and stepped into the new one, which
+checks them again against the new set; otherwise the first height of every
+epoch would wait for retransmissions. The peer links follow the same switch
+(`Peers.update`): frames are checked against the new set, added authorities
+are dialed at the URL of their change record, removed ones dropped.
+
+Following. A node whose key is not in the set in force has no machine: it
+signs nothing, fetches committed blocks from the authorities (every
+FOLLOW_POLL_S, and at once when an authority's message shows a later height),
+and forwards records submitted to it to an authority (`node.forwarder`).
+Each block it applies is checked as catch-up always checks (`Chain.validate`,
+and `Chain.commit` verifies the certificate against the set in force at that
+height), and the first block that makes it an authority switches it to
+signing; the one that removes it switches it back. An authority whose chain
+has not moved for STALL_CATCH_UP_S fetches blocks the same way: a removed
+authority that missed the block removing it hears from no one any more.
 """
 
 from __future__ import annotations
@@ -40,7 +65,7 @@ import aiohttp
 from consensus import actions as act
 from consensus import events as ev
 from consensus.machine import Machine
-from consensus.messages import HASH_BYTES, Value
+from consensus.messages import HASH_BYTES, MessageError, Value, decode_message
 from consensus.signed_state import SignedState, SignedStateError
 from ledger import codec, crypto
 from ledger.block import BlockError, BlockHeader
@@ -50,6 +75,7 @@ from ledger.merkle import leaf_hash
 from ledger.records import RecordError, SignedRecord
 from ledger.state import StateDelta
 from ledger.store import WriteBatch
+from node.forwarder import Forwarder
 from node.peers import Peers
 from node.service import LedgerService
 from node.sync import SyncError, catch_up
@@ -63,6 +89,16 @@ RECORDS_GOSSIP_MAX = 2_000
 # A proposal's records that are neither pending nor being admitted are asked
 # from the proposer at once, then from every peer each period until they come.
 FETCH_RETRY_S = 0.5
+# A follower asks an authority for new blocks this often.
+FOLLOW_POLL_S = 0.25
+# An authority whose chain has not moved for this long fetches blocks itself
+# (blocks come at least every idle_block_ms while the consortium is live).
+STALL_CATCH_UP_S = 3.0
+# A follower forwards again the records still pending here after this long.
+REFORWARD_S = 3.0
+# Messages for the next height kept for a machine of a new epoch (as many as
+# the machine itself buffers).
+NEXT_HEIGHT_KEPT_MAX = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +135,13 @@ def decode_body(body: bytes) -> Body:
 
 
 class ConsensusDriver:
+    """Runs consensus for this node's key while it is an authority of the epoch in force, follows otherwise.
+
+    `urls` are node URLs by name from the configuration (the genesis
+    authorities'); an authority added later is found at its change record's
+    URL.
+    """
+
     def __init__(
         self,
         chain: Chain,
@@ -113,14 +156,21 @@ class ConsensusDriver:
         self.chain = chain
         self.service = service
         self.key = key
-        self.urls = urls
+        self._configured_urls = dict(urls)
+        self.urls = self._known_urls()
         self.state_store = state_store
         self.block_delay_s = block_delay_ms / 1000
         self.idle_block_s = idle_block_ms / 1000
         self.clock_ms = clock_ms
         self.events: asyncio.Queue = asyncio.Queue()
-        self.peers = Peers(key.name, key, chain.authority_set, urls, self._on_frame)
+        self.peers = Peers(key.name, key, chain.authority_set, {}, self._on_frame)
+        self.forwarder = Forwarder(self._authority_urls)
+        # None while following: the node signs nothing.
         self.machine: Machine | None = None
+        self._epoch: int | None = None  # the epoch `machine` (or following) was set up for
+        self._sync_target = 0  # rotates the authority a follower fetches blocks from
+        # Messages for machine.height + 1 as (height, event, sender), for `_enter_epoch`.
+        self._next_height: list[tuple[int, ev.MessageReceived, str | None]] = []
         self.evidence_count = 0
         self._validated: dict[bytes, tuple[BlockHeader, tuple[SignedRecord, ...], StateDelta]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -139,30 +189,24 @@ class ConsensusDriver:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        signed = None
-        data = self.state_store.get(KEY_SIGNED)
-        if data is not None:
-            try:
-                signed = SignedState.decode(data)
-            except SignedStateError:
-                # Refuse to run rather than risk signing twice.
-                raise RuntimeError("consensus state is corrupt; refusing to sign") from None
-        self._load_locked_records(signed)
-        self.machine = Machine(
-            authority_set=self.chain.authority_set, chain_id=self.chain.chain_id, signer=self.key,
-            height=self.chain.height + 1, signed=signed,
-        )
+        """Start signing (an authority of the epoch in force) or following.
+
+        Raises RuntimeError if the signed state on disk is corrupt: better not
+        to run than to risk signing twice."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        await self.peers.start()
+        self.forwarder.start(self._session)
         self.service.on_admitted = self._gossip_records
+        self._enter_epoch()
+        await self.peers.start()
         self._tasks.append(asyncio.create_task(self._run(), name="consensus"))
-        self.post(ev.Start())
+        self._tasks.append(asyncio.create_task(self._watch(), name="follow"))
 
     async def close(self) -> None:
         for task in self._tasks + ([self._syncing] if self._syncing else []):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.forwarder.close()
         await self.peers.close()
         if self._session:
             await self._session.close()
@@ -172,16 +216,135 @@ class ConsensusDriver:
         """Queue an event; `relay_from` names the peer a received message came from."""
         self.events.put_nowait((event, relay_from))
 
+    @property
+    def following(self) -> bool:
+        """True while this node is not an authority of the epoch in force."""
+        return self.machine is None
+
+    # -- epochs -----------------------------------------------------------------
+
+    def _known_urls(self) -> dict[str, str]:
+        """Node URLs by name: the configuration's, overridden by those of change records."""
+        urls = dict(self._configured_urls)
+        for entry in self.chain.history.epochs:
+            urls.update((a.name, url) for a, url in zip(entry.authorities, entry.urls) if url)
+        return urls
+
+    def _authority_urls(self) -> list[str]:
+        """URLs of the other authorities in force, in set order, but those cut off for tests."""
+        return [
+            self.urls[a.name] for a in self.chain.authority_set.authorities
+            if a.name != self.key.name and a.name in self.urls and a.name not in self.peers.blocked
+        ]
+
+    def _enter_epoch(self) -> None:
+        """Set up for the epoch in force at the next height: a machine for its set, or following.
+
+        Runs only between steps (never inside `_perform`), so no statement
+        is signed by the old machine after the epoch changed.
+        """
+        entry = self.chain.history.current
+        authorities = entry.authority_set
+        was_following = self._epoch is None or self.machine is None
+        self._epoch = entry.epoch
+        self.machine = None  # until the new one is built: a failure below leaves the node following
+        self.urls = self._known_urls()
+        me = authorities.by_key(self.key.public_key)
+        if me is not None and me.name != self.key.name:
+            log.error("key %s is authority %r, not %r; following", self.key.public_key.hex()[:16], me.name, self.key.name)
+            me = None
+        if me is None:
+            self.peers.update(authorities, {})
+            log.info("epoch %d (from height %d): %s is not an authority; following",
+                     entry.epoch, entry.from_height, self.key.name)
+            if not was_following:
+                # Pending records were gossiped as an authority; hand them on once more.
+                self.forwarder.forward([r.encoded for r in self.service.mempool.records.values()])
+            return
+        missing = [a.name for a in authorities.authorities if a.name != me.name and a.name not in self.urls]
+        if missing:
+            log.warning("no URL for authorities %s: they must dial us", ", ".join(missing))
+        self.peers.update(authorities, {
+            a.name: self.urls[a.name] for a in authorities.authorities if a.name != me.name and a.name in self.urls
+        })
+        signed = self._load_signed()
+        self._load_locked_records(signed)
+        self.machine = Machine(
+            authority_set=authorities, chain_id=self.chain.chain_id, signer=self.key,
+            height=self.chain.height + 1, signed=signed,
+        )
+        log.info("epoch %d (from height %d): signing as %s, one of %d authorities",
+                 entry.epoch, entry.from_height, me.name, len(authorities))
+        start = ev.Start()
+        self._perform(self.machine.step(start), start, None)
+        kept, self._next_height = self._next_height, []
+        for height, event, sender in kept:
+            if height == self.machine.height:
+                self._perform(self.machine.step(event), event, sender)
+
+    def _load_signed(self) -> SignedState | None:
+        data = self.state_store.get(KEY_SIGNED)
+        if data is None:
+            return None
+        try:
+            return SignedState.decode(data)
+        except SignedStateError:
+            # Refuse to sign rather than risk signing twice.
+            raise RuntimeError("consensus state is corrupt; refusing to sign") from None
+
     # -- the stepping task ----------------------------------------------------
 
     async def _run(self) -> None:
         while True:
             event, relay_from = await self.events.get()
             try:
-                actions = self.machine.step(event)  # type: ignore[union-attr]
+                if self._epoch != self.chain.history.current.epoch:
+                    self._enter_epoch()
+                if self.machine is None:
+                    continue  # following: blocks arrive by catch-up
+                height = self.machine.height
+                actions = self.machine.step(event)
                 self._perform(actions, event, relay_from)
+                if isinstance(event, ev.MessageReceived):
+                    self._keep_next_height(event, relay_from)
+                if self.machine.height != height:
+                    self._next_height = [k for k in self._next_height if k[0] > self.machine.height]
             except Exception:
                 log.exception("consensus step failed on %s", type(event).__name__)
+
+    def _keep_next_height(self, event: ev.MessageReceived, sender: str | None) -> None:
+        """Keep a message for the next height: if that height opens a new epoch, a new machine needs it."""
+        if len(self._next_height) >= NEXT_HEIGHT_KEPT_MAX:
+            return
+        try:
+            _, message = decode_message(event.data)
+        except MessageError:
+            return
+        if message.height == self.machine.height + 1:  # type: ignore[union-attr]
+            self._next_height.append((message.height, event, sender))
+
+    async def _watch(self) -> None:
+        """Fetch blocks while following (or stalled), and forward again what stays pending."""
+        loop = asyncio.get_running_loop()
+        height, moved_at = self.chain.height, loop.time()
+        stale: set[bytes] = set()
+        reforward_at = loop.time() + REFORWARD_S
+        while True:
+            await asyncio.sleep(FOLLOW_POLL_S)
+            now = loop.time()
+            if self.chain.height != height:
+                height, moved_at = self.chain.height, now
+            if self.machine is None:
+                self._catch_up_any()
+                if now >= reforward_at:
+                    # Pending for a whole period: the authority it went to may have lost it.
+                    pending = self.service.mempool.records
+                    self.forwarder.forward([pending[h].encoded for h in stale if h in pending])
+                    stale = set(pending)
+                    reforward_at = now + REFORWARD_S
+            elif now - moved_at >= STALL_CATCH_UP_S:
+                moved_at = now
+                self._catch_up_any()
 
     def _perform(self, actions: list[act.Action], event: ev.Event, relay_from: str | None) -> None:
         dropped = False
@@ -217,7 +380,9 @@ class ConsensusDriver:
     # -- frames from peers ----------------------------------------------------
 
     def _on_frame(self, sender: str, kind: str, payload: bytes) -> None:
-        if kind == "consensus":
+        if kind == "consensus" and self.machine is None:
+            self._follow_hint(sender, payload)
+        elif kind == "consensus":
             self.post(ev.MessageReceived(payload), relay_from=sender)
         elif kind == "records":
             # Kept in _tasks: the loop holds only weak references to tasks.
@@ -267,6 +432,9 @@ class ConsensusDriver:
     def _flush_gossip(self) -> None:
         self._gossip_scheduled = False
         pending, self._gossip = self._gossip, []
+        if self.following:
+            self.forwarder.forward(pending)  # authorities take no envelope from a follower
+            return
         for start in range(0, len(pending), RECORDS_GOSSIP_MAX):
             self.peers.send("records", codec.encode(pending[start : start + RECORDS_GOSSIP_MAX]))
 
@@ -443,6 +611,26 @@ class ConsensusDriver:
             return
         self._syncing = asyncio.create_task(self._sync_from(peer, url))
 
+    def _catch_up_any(self) -> None:
+        """Fetch blocks from a node, the authorities in force first; a failed fetch moves on to the next.
+
+        Any other node this one knows comes after them: a node that was away
+        long enough may find every authority of its last epoch gone."""
+        in_force = [a.name for a in self.chain.authority_set.authorities]
+        others = sorted(set(self.urls) - set(in_force))
+        names = [n for n in in_force + others if n != self.key.name and n in self.urls and n not in self.peers.blocked]
+        if names:
+            self._catch_up(names[self._sync_target % len(names)])
+
+    def _follow_hint(self, sender: str, payload: bytes) -> None:
+        """While following: an authority's message for a height past the next means blocks to fetch."""
+        try:
+            _, message = decode_message(payload)
+        except MessageError:
+            return
+        if message.height > self.chain.height + 1:
+            self._catch_up(sender)
+
     async def _sync_from(self, peer: str, url: str) -> None:
         def applied(header: BlockHeader, records: tuple[SignedRecord, ...]) -> None:
             self._validated.clear()
@@ -454,6 +642,7 @@ class ConsensusDriver:
             if count:
                 log.info("caught up %d blocks from %s; height %d", count, peer, self.chain.height)
         except SyncError as error:
+            self._sync_target += 1
             log.warning("catch-up from %s failed: %s", peer, error)
 
     # -- the locked value's records ---------------------------------------------

@@ -16,6 +16,12 @@ with the signature over `PEER_CONTEXT || encode({"from", "kind", "payload"})`.
 Frames from keys outside the authority set, badly signed or malformed are
 dropped and counted; nothing a peer sends can raise out of this module.
 
+The authority set changes by governance (`update`): frames are then checked
+against the new set at once, links to added authorities are dialed and links
+to removed ones closed, while links to the authorities that stay are kept. A
+node that is not an authority (a follower) dials no one: its frames would be
+dropped, since only authorities sign envelopes.
+
 For tests, `blocked` names peers whose traffic is dropped both ways (a
 partition without touching the kernel).
 """
@@ -94,24 +100,55 @@ class Peers:
         self.name = name
         self.key = key
         self.authorities = authorities
-        self.urls = {peer: url.rstrip("/") for peer, url in urls.items() if peer != name}
+        self.urls: dict[str, str] = {}
         self.handler = handler
         self.blocked: set[str] = set()
         self.connected: set[str] = set()
         self.frames_dropped = 0
-        self._queues: dict[str, asyncio.Queue[bytes]] = {peer: asyncio.Queue(SEND_QUEUE_MAX) for peer in self.urls}
-        self._tasks: list[asyncio.Task] = []
+        self._queues: dict[str, asyncio.Queue[bytes]] = {}
+        self._dials: dict[str, asyncio.Task] = {}
+        self._closing: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
+        self.update(authorities, urls)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
         for peer, url in self.urls.items():
-            self._tasks.append(asyncio.create_task(self._dial(peer, url), name=f"peer-{peer}"))
+            self._start_dial(peer, url)
+
+    def update(self, authorities: AuthoritySet, urls: dict[str, str]) -> None:
+        """Accept frames from `authorities` only, and keep links to exactly the peers in `urls`.
+
+        Links to peers whose URL is unchanged stay up (and keep their queued
+        frames); the others are closed or dialed. Before `start`, only
+        records what to dial.
+        """
+        self.authorities = authorities
+        self._closing = [task for task in self._closing if not task.done()]
+        wanted = {peer: url.rstrip("/") for peer, url in urls.items() if peer != self.name}
+        for peer in [p for p, url in self.urls.items() if wanted.get(p) != url]:
+            del self.urls[peer], self._queues[peer]
+            self.connected.discard(peer)
+            task = self._dials.pop(peer, None)
+            if task is not None:
+                task.cancel()
+                self._closing.append(task)
+        for peer, url in wanted.items():
+            if peer not in self.urls:
+                self.urls[peer] = url
+                self._queues[peer] = asyncio.Queue(SEND_QUEUE_MAX)
+                if self._session is not None:
+                    self._start_dial(peer, url)
+
+    def _start_dial(self, peer: str, url: str) -> None:
+        self._dials[peer] = asyncio.create_task(self._dial(peer, url, self._queues[peer]), name=f"peer-{peer}")
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._dials.values()) + self._closing
+        self._dials.clear()
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._session is not None:
@@ -128,9 +165,8 @@ class Peers:
             except asyncio.QueueFull:
                 self.frames_dropped += 1
 
-    async def _dial(self, peer: str, url: str) -> None:
+    async def _dial(self, peer: str, url: str, queue: asyncio.Queue[bytes]) -> None:
         backoff = BACKOFF_INITIAL_S
-        queue = self._queues[peer]
         while True:
             try:
                 async with self._session.ws_connect(  # type: ignore[union-attr]
@@ -150,7 +186,8 @@ class Peers:
             except Exception as error:  # any failure of the link: redial
                 log.debug("link to %s down: %s", peer, error)
             finally:
-                self.connected.discard(peer)
+                if self._dials.get(peer) in (None, asyncio.current_task()):  # not a newer link's flag
+                    self.connected.discard(peer)
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 

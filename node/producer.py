@@ -4,7 +4,9 @@ With one authority, its own precommit is a quorum: it takes what is pending,
 builds the block, signs the precommit and the checkpoint cosignature, and
 commits with one synced write. Consortia of several authorities run the
 round-robin BFT protocol of `consensus/` instead; this loop is its n = 1 case
-with no messages to exchange.
+with no messages to exchange. When governance adds an authority, `run`
+returns after the block that holds the change, and the node hands over to
+the consensus driver (`node.app`): the next block needs the new set's quorum.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from collections.abc import Callable
 
 from ledger import crypto
 from ledger.block import CommitCertificate, precommit
+from ledger.chain import Chain
 from node.service import LedgerService
 
 log = logging.getLogger("lacre.producer")
+
+
+def sole_authority(chain: Chain, key: crypto.KeyPair) -> bool:
+    """True when `key` is the only authority in force for the next block."""
+    authorities = chain.authority_set.authorities
+    return len(authorities) == 1 and authorities[0].public_key == key.public_key
 
 
 class BlockProducer:
@@ -29,8 +38,7 @@ class BlockProducer:
         block_delay_ms: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        chain = service.chain
-        if len(chain.authority_set) != 1 or chain.authority_set.authorities[0].public_key != key.public_key:
+        if not sole_authority(service.chain, key):
             raise ValueError("the single-authority producer needs the one authority's key")
         self.service = service
         self.key = key
@@ -38,8 +46,9 @@ class BlockProducer:
         self.clock_ms = clock_ms
 
     async def run(self) -> None:
+        """Produce blocks while this key is the only authority in force; return once it is not."""
         mempool = self.service.mempool
-        while True:
+        while sole_authority(self.service.chain, self.key):
             await mempool.wait_nonempty()
             if len(mempool) < self.service.chain.block_records_max and self.block_delay_s:
                 # A few milliseconds let a burst of submissions share a block
@@ -52,9 +61,14 @@ class BlockProducer:
                 await asyncio.sleep(1)
 
     def produce(self) -> int:
-        """Commit one block from pending records; returns records committed."""
+        """Commit one block from pending records; returns records committed.
+
+        Precondition: `sole_authority` still holds (a change in the last block
+        may have ended it)."""
         service = self.service
         chain = service.chain
+        if not sole_authority(chain, self.key):
+            return 0
         started = time.perf_counter()
         records = service.mempool.take(self.service.chain.block_records_max)
         if not records:

@@ -1,29 +1,36 @@
-"""The consensus driver's compact proposal bodies: resolving, fetching and keeping records.
+"""The consensus driver: compact proposal bodies (resolving, fetching and keeping
+records) and following the authority-set epochs (a new machine per epoch,
+peer links, follower mode).
 
-No sockets: the driver is built but not started, and its peer links are
+No sockets: the driver's peer links are never started and their sends are
 replaced by a recorder; frames from peers are handed to `_on_frame`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 
 import pytest
 
+from consensus import actions as act
 from consensus import events as ev
-from consensus.messages import Value, Vote, VoteKind
+from consensus.messages import Value, Vote, VoteKind, encode_message
 from consensus.signed_state import SignedState
-from ledger import codec
-from ledger.block import BlockError
+from ledger import codec, crypto
+from ledger.block import BlockError, CommitCertificate, precommit, vote_message
 from ledger.chain import Chain
-from ledger.records import CredentialIssuance, SignedRecord
+from ledger.crypto import KeyPair
+from ledger.governance import approve
+from ledger.records import ConsortiumChange, CredentialIssuance, SignedRecord
 from ledger.store import MemoryStore, WriteBatch
-from node.consensus_driver import KEY_LOCKED_RECORDS, ConsensusDriver, decode_body, encode_body
+from node.consensus_driver import KEY_SIGNED, KEY_LOCKED_RECORDS, ConsensusDriver, decode_body, encode_body
 from node.mempool import Mempool
 from node.metrics import Metrics
+from node.peers import Envelope, EnvelopeError
 from node.service import LedgerService
-from tests.conftest import make_consortium
+from tests.conftest import make_consortium, seeded_key
 
 
 class SentFrames(list):
@@ -36,11 +43,11 @@ def consortium():
     return make_consortium(4)
 
 
-def _driver(consortium, chain: Chain, state_store=None) -> ConsensusDriver:
-    mempool = Mempool(1_000, chain.state, chain.authority_set)
+def _driver(consortium, chain: Chain, state_store=None, key: KeyPair | None = None, urls=None) -> ConsensusDriver:
+    mempool = Mempool(1_000, chain.state, lambda: chain.authority_set)
     service = LedgerService(chain, mempool, Metrics(), verify_threads=1)
-    key = consortium.authorities[1]
-    driver = ConsensusDriver(chain, service, key, {}, state_store or MemoryStore(), block_delay_ms=0)
+    key = key or consortium.authorities[1]
+    driver = ConsensusDriver(chain, service, key, urls or {}, state_store or MemoryStore(), block_delay_ms=0)
     driver.peers.send = SentFrames()  # type: ignore[method-assign]
     return driver
 
@@ -180,3 +187,180 @@ async def test_gossip_skips_pending_and_inflight_records_and_returns_the_verifie
     verified = await service.admit_each(gossip)
     assert verified == [fresh]
     assert fresh.hash in service.mempool and inflight.hash not in service.mempool
+
+
+# -- epochs ---------------------------------------------------------------------
+
+NEWCOMER = seeded_key("inst-4")
+NEWCOMER_URL = "http://127.0.0.1:7004"
+GENESIS_URLS = {f"inst-{i}": f"http://127.0.0.1:700{i}" for i in range(4)}
+
+
+def _governed(chain: Chain, keys: list[KeyPair], action: str, **fields) -> None:
+    """Commit a block holding a quorum-approved change, certified by every authority in force."""
+    draft = ConsortiumChange(chain.history.current.epoch, action, **fields)
+    in_force = [k for k in keys if chain.authority_set.by_key(k.public_key) is not None]
+    approvals = tuple(sorted(approve(k, chain.chain_id, draft) for k in in_force))
+    record = SignedRecord.sign(ConsortiumChange(draft.epoch, action, **fields, approvals=approvals), in_force[0])
+    _certified(chain, keys, [record])
+
+
+def _certified(chain: Chain, keys: list[KeyPair], records: list[SignedRecord]) -> None:
+    authorities = chain.authority_set
+    proposed = chain.propose(records, authorities.proposer(chain.height + 1, 0).name, 0, 1_700_000_000_000)
+    assert not proposed.rejected, proposed.rejected
+    header = proposed.header
+    signers = sorted((k for k in keys if authorities.by_key(k.public_key)), key=lambda k: authorities.index(k.name))
+    signatures = tuple(precommit(k, header, 0, chain.chain_id, chain.origin) for k in signers)
+    chain.commit(header, proposed.records, CommitCertificate(header.height, 0, header.hash, signatures), proposed.delta)
+
+
+def _prevote(key: KeyPair, chain: Chain, height: int) -> bytes:
+    block_hash = bytes(32)
+    signature = key.sign(crypto.VOTE_CONTEXT, vote_message(chain.chain_id, "prevote", height, 0, block_hash))
+    return encode_message(chain.chain_id, Vote(VoteKind.PREVOTE, height, 0, block_hash, key.name, signature))
+
+
+def _dropped(actions: list[act.Action]) -> list[str]:
+    return [a.reason for a in actions if isinstance(a, act.Dropped)]
+
+
+async def _step_once(driver: ConsensusDriver, event: ev.Event) -> None:
+    """Let the stepping task take one event, as it does between any two steps."""
+    task = asyncio.create_task(driver._run())
+    driver.post(event)
+    await _settle()
+    await _stop(task)
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_committed_change_gives_the_next_height_a_machine_for_the_new_set(consortium, chain):
+    keys = consortium.authorities + [NEWCOMER]
+    driver = _driver(consortium, chain, urls=GENESIS_URLS)
+    try:
+        driver._enter_epoch()
+        old = driver.machine
+        assert old is not None and set(driver.peers.urls) == {"inst-0", "inst-2", "inst-3"}
+        _governed(chain, keys, "authority.add", name="inst-4", public_key=NEWCOMER.public_key, url=NEWCOMER_URL)
+        height = chain.height
+        # Before the switch the newcomer is a stranger: its frames and votes are dropped.
+        newcomer_frame = Envelope("inst-4", "consensus", b"x").seal(NEWCOMER)
+        with pytest.raises(EnvelopeError):
+            Envelope.open(newcomer_frame, driver.peers.authorities)
+        assert _dropped(old.step(ev.MessageReceived(_prevote(NEWCOMER, chain, height + 1)))) == ["not an authority"]
+
+        await _step_once(driver, ev.BlockApplied(height))
+
+        machine = driver.machine
+        assert machine is not old and machine.height == height + 1
+        assert _dropped(machine.step(ev.MessageReceived(_prevote(NEWCOMER, chain, height + 1)))) == []
+        # Dialed at the URL its change record carries; its frames now pass.
+        assert driver.peers.urls["inst-4"] == NEWCOMER_URL and len(driver.peers.urls) == 4
+        assert Envelope.open(newcomer_frame, driver.peers.authorities).sender == "inst-4"
+    finally:
+        await driver.close()
+
+
+async def test_the_new_machine_keeps_what_was_signed_at_its_height_and_ignores_older_state(consortium, chain):
+    keys = consortium.authorities + [NEWCOMER]
+    _governed(chain, keys, "authority.add", name="inst-4", public_key=NEWCOMER.public_key, url=NEWCOMER_URL)
+    height = chain.height + 1
+    me = consortium.authorities[1]
+    signature = me.sign(crypto.VOTE_CONTEXT, vote_message(chain.chain_id, "prevote", height, 0, bytes(32)))
+    signed = SignedState(height, (Vote(VoteKind.PREVOTE, height, 0, bytes(32), me.name, signature),))
+    driver = _driver(consortium, chain, _store_with(signed), urls=GENESIS_URLS)  # restarted in the new epoch
+    try:
+        driver._enter_epoch()
+        assert driver.machine.signed_state == signed  # the slot stays taken: never a second prevote
+        stale = _driver(consortium, chain, _store_with(SignedState(height - 1)), urls=GENESIS_URLS)
+        stale._enter_epoch()
+        assert stale.machine.signed_state == SignedState(height)
+        await stale.close()
+    finally:
+        await driver.close()
+
+
+def _store_with(signed: SignedState) -> MemoryStore:
+    store = MemoryStore()
+    batch = WriteBatch()
+    batch.put(KEY_SIGNED, signed.encode())
+    store.write(batch)
+    return store
+
+
+async def test_a_node_not_in_the_set_follows_and_signs_once_added(consortium, chain):
+    keys = consortium.authorities + [NEWCOMER]
+    driver = _driver(consortium, chain, key=NEWCOMER, urls=GENESIS_URLS)
+    fetched = []
+    driver._catch_up = fetched.append  # type: ignore[method-assign]
+    forwarded = []
+    driver.forwarder.forward = forwarded.extend  # type: ignore[method-assign]
+    try:
+        driver._enter_epoch()
+        assert driver.following and driver.peers.urls == {}  # dials no one: its frames would be dropped
+        # An authority's message for a later height means blocks to fetch, from it.
+        driver._on_frame("inst-2", "consensus", _prevote(consortium.authorities[2], chain, chain.height + 2))
+        driver._on_frame("inst-3", "consensus", _prevote(consortium.authorities[3], chain, chain.height + 1))
+        assert fetched == ["inst-2"]
+        # Records submitted here go to an authority over its API, not as envelopes.
+        driver.service.on_admitted = driver._gossip_records  # as start() sets it
+        record = consortium.issuance(9)
+        await driver.service.submit([record.encoded])
+        await _settle()
+        assert forwarded == [record.encoded] and driver.peers.send == []
+
+        _governed(chain, keys, "authority.add", name="inst-4", public_key=NEWCOMER.public_key, url=NEWCOMER_URL)
+        await _step_once(driver, ev.BlockApplied(chain.height))
+        assert not driver.following and driver.machine.height == chain.height + 1
+        assert set(driver.peers.urls) == {"inst-0", "inst-1", "inst-2", "inst-3"}
+    finally:
+        await driver.close()
+
+
+async def test_a_removed_authority_stops_signing_and_follows(consortium, chain):
+    driver = _driver(consortium, chain, urls=GENESIS_URLS)
+    forwarded = []
+    driver.forwarder.forward = forwarded.extend  # type: ignore[method-assign]
+    try:
+        driver._enter_epoch()
+        record = consortium.issuance(5)
+        await driver.service.submit([record.encoded])
+        _governed(chain, consortium.authorities, "authority.remove", name="inst-1")
+        await _step_once(driver, ev.BlockApplied(chain.height))
+        assert driver.following and driver.peers.urls == {}
+        assert driver.peers.authorities.by_name("inst-1") is None
+        # What it still held goes to the authorities that remain.
+        assert forwarded == [record.encoded]
+        # The next block, certified by the three that remain, is one it accepts.
+        _certified(chain, consortium.authorities, [])
+    finally:
+        await driver.close()
+
+
+async def test_messages_for_the_first_height_of_an_epoch_reach_the_new_machine(consortium, chain):
+    keys = consortium.authorities + [NEWCOMER]
+    driver = _driver(consortium, chain, urls=GENESIS_URLS)
+    try:
+        driver._enter_epoch()
+        height = chain.height + 2  # the first height after the block that will hold the change
+        early = [_prevote(NEWCOMER, chain, height), _prevote(consortium.authorities[0], chain, height)]
+        for payload, sender in zip(early, ("inst-4", "inst-0")):
+            driver.post(ev.MessageReceived(payload), relay_from=sender)
+        task = asyncio.create_task(driver._run())
+        await _settle()
+        relayed = [frame for kind, frame, _ in driver.peers.send if kind == "consensus"]
+        assert codec.decode(early[0]) not in relayed  # a stranger to the old set
+
+        _governed(chain, keys, "authority.add", name="inst-4", public_key=NEWCOMER.public_key, url=NEWCOMER_URL)
+        driver.post(ev.BlockApplied(chain.height))
+        await _settle()
+        await _stop(task)
+        relayed = [frame for kind, frame, _ in driver.peers.send if kind == "consensus"]
+        assert relayed.count(codec.decode(early[0])) == 1  # accepted by the new machine, so relayed once
+    finally:
+        await driver.close()
