@@ -57,7 +57,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -72,7 +72,7 @@ from ledger.block import BlockError, BlockHeader
 from ledger.chain import Chain
 from ledger.leveldb_store import LevelDBStore
 from ledger.merkle import leaf_hash
-from ledger.records import RecordError, SignedRecord
+from ledger.records import RecordError, SignedRecord, leaf_data
 from ledger.state import StateDelta
 from ledger.store import WriteBatch
 from node.forwarder import Forwarder
@@ -86,6 +86,22 @@ KEY_SIGNED = b"c/signed"
 KEY_LOCKED_RECORDS = b"c/locked-records"
 EVIDENCE_PREFIX = b"e/"
 RECORDS_GOSSIP_MAX = 2_000
+GOSSIP_FRAME_BYTES = 8 << 20
+"""A gossip frame's records, in bytes: a few cohort batches fill one, far below peers.FRAME_BYTES_MAX."""
+
+
+def gossip_frames(encoded: list[bytes]) -> Iterator[bytes]:
+    """`encoded` records as gossip frames of at most RECORDS_GOSSIP_MAX records and about GOSSIP_FRAME_BYTES."""
+    frame: list[bytes] = []
+    size = 0
+    for data in encoded:
+        if frame and (len(frame) >= RECORDS_GOSSIP_MAX or size + len(data) > GOSSIP_FRAME_BYTES):
+            yield codec.encode(frame)
+            frame, size = [], 0
+        frame.append(data)
+        size += len(data)
+    if frame:
+        yield codec.encode(frame)
 # A proposal's records that are neither pending nor being admitted are asked
 # from the proposer at once, then from every peer each period until they come.
 FETCH_RETRY_S = 0.5
@@ -127,7 +143,7 @@ def decode_body(body: bytes) -> Body:
         records = mapping["records"]
         if type(records) is not list or not all(type(r) is bytes for r in records):
             raise BlockError("encoding", "proposal body records")
-        return Body(header, [leaf_hash(r) for r in records], records)
+        return Body(header, [leaf_hash(leaf_data(r)) for r in records], records)
     hashes = mapping["record_hashes"]
     if type(hashes) is not list or not all(type(h) is bytes and len(h) == HASH_BYTES for h in hashes):
         raise BlockError("encoding", "proposal body record hashes")
@@ -419,8 +435,8 @@ class ConsensusDriver:
         if type(hashes) is not list or len(hashes) > self.chain.block_records_max:
             return
         found = [record.encoded for h in hashes if type(h) is bytes and (record := self._known(h)) is not None]
-        for start in range(0, len(found), RECORDS_GOSSIP_MAX):
-            self.peers.send("records", codec.encode(found[start : start + RECORDS_GOSSIP_MAX]), to=sender)
+        for frame in gossip_frames(found):
+            self.peers.send("records", frame, to=sender)
 
     def _gossip_records(self, records: list[SignedRecord]) -> None:
         """Send newly admitted records on to the other authorities, in small batches."""
@@ -435,8 +451,8 @@ class ConsensusDriver:
         if self.following:
             self.forwarder.forward(pending)  # authorities take no envelope from a follower
             return
-        for start in range(0, len(pending), RECORDS_GOSSIP_MAX):
-            self.peers.send("records", codec.encode(pending[start : start + RECORDS_GOSSIP_MAX]))
+        for frame in gossip_frames(pending):
+            self.peers.send("records", frame)
 
     # -- proposals -----------------------------------------------------------
 
@@ -680,7 +696,7 @@ class ConsensusDriver:
                 stored = mapping["block"]
                 if value is not None and value.block_hash == stored:
                     # Our own write, verified before we locked: decoded, not verified again.
-                    records = (SignedRecord.decode(encoded) for encoded in mapping["records"])
+                    records = (SignedRecord.decode_whole(encoded) for encoded in mapping["records"])
                     self._held = {record.hash: record for record in records}
             except (codec.CodecError, RecordError, KeyError, TypeError) as error:
                 raise RuntimeError(f"locked records are corrupt: {error}") from None
@@ -708,7 +724,7 @@ class ConsensusDriver:
 
 
 def _verify_records(encoded: list[bytes]) -> list[SignedRecord]:
-    records = [SignedRecord.decode(data) for data in encoded]
+    records = [SignedRecord.decode_whole(data) for data in encoded]
     for record in records:
         record.verify()
     return records

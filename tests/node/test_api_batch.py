@@ -83,3 +83,23 @@ async def test_an_id_is_issued_once_and_a_batch_without_its_ids_is_refused(clien
     response = await client.post("/v1/records", data=leaf_only.encoded, headers={"Content-Type": "application/octet-stream"})
     assert response.status == 400 and (await response.json())["error"] == "malformed-record"
     assert (await client.get(f"/v1/batches/{'00' * 32}")).status == 404
+
+
+async def test_blocks_carry_the_ids_and_a_replica_rebuilds_the_members(client, consortium):
+    from ledger import codec
+    from ledger.block import Block
+    from ledger.chain import Chain
+    from ledger.store import MemoryStore
+
+    record = await issue_cohort(client, consortium)
+    response = await client.get("/v1/blocks?from=1", headers={"Accept": "application/msgpack"})
+    page = codec.decode(await response.read())
+    replica = Chain(MemoryStore(), consortium.genesis)
+    for data in page["blocks"]:
+        replica.apply_block(Block.decode(data))
+    assert replica.state.root() == bytes.fromhex((await (await client.get("/v1/status")).json())["state_root"])
+    member = replica.state.credential(COHORT[123])
+    assert (member.batch_id, member.batch_index, member.status.value) == (record.body.batch_id, 123, "issued")
+    # The record's own page shows the leaf data (no ids), like every record.
+    shown = await (await client.get(f"/v1/records/{record.hash.hex()}")).json()
+    assert base64.b64decode(shown["record"]) == record.leaf and shown["body"]["count"] == 300

@@ -364,3 +364,15 @@ async def test_messages_for_the_first_height_of_an_epoch_reach_the_new_machine(c
         assert relayed.count(codec.decode(early[0])) == 1  # accepted by the new machine, so relayed once
     finally:
         await driver.close()
+
+
+def test_gossip_frames_are_bounded_in_records_and_bytes():
+    from ledger import codec
+    from node.consensus_driver import GOSSIP_FRAME_BYTES, RECORDS_GOSSIP_MAX, gossip_frames
+
+    small = [b"r" * 200] * (RECORDS_GOSSIP_MAX + 5)
+    assert [len(codec.decode(f)) for f in gossip_frames(small)] == [RECORDS_GOSSIP_MAX, 5]
+    batches = [b"b" * (3 << 20)] * 5  # cohort batches with their ids
+    frames = [codec.decode(f) for f in gossip_frames(batches)]
+    assert [len(f) for f in frames] == [2, 2, 1] and all(sum(map(len, f)) <= GOSSIP_FRAME_BYTES for f in frames)
+    assert [r for f in frames for r in f] == batches
