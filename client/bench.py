@@ -519,6 +519,15 @@ def bench_audit_section(rows: list[Row], quick: bool) -> None:
                         row.get("target", "report"), row.get("ok")))
 
 
+def bench_batch_section(rows: list[Row], quick: bool) -> None:
+    """Cohort issuance in batches on a 4-authority devnet (issue 6)."""
+    from client.bench_batch import bench_batch
+
+    for row in bench_batch(quick=quick):
+        rows.append(Row(row["figure"], _format(row["measured"]), _format(row.get("limit") or "absolute"),
+                        row.get("target", "report"), row.get("ok")))
+
+
 def render(rows: list[Row]) -> str:
     headers = ("figure", "measured", "measured against", "target", "ok")
     table = [headers] + [(r.figure, r.measured, r.reference, r.target, {True: "yes", False: "NO", None: "-"}[r.ok]) for r in rows]
@@ -531,7 +540,7 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (figures not comparable)")
-    sections = ["merkle", "submit", "serve", "consortium", "catch-up", "simulation", "state", "audit"]
+    sections = ["merkle", "submit", "serve", "consortium", "catch-up", "simulation", "state", "audit", "batch"]
     parser.add_argument("--only", choices=sections, action="append")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--json", action="store_true")
@@ -563,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_state(rows, args.quick)
         if "audit" in only:
             bench_audit_section(rows, args.quick)
+        if "batch" in only:
+            bench_batch_section(rows, args.quick)
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

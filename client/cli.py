@@ -348,9 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("credentials", metavar="CREDENTIAL|FOLDER|FILE.jsonl")
     sub.add_argument("--key", required=True, metavar="ISSUER_KEYFILE")
     sub.add_argument("--node", required=True, metavar="URL")
-    sub.add_argument("--out", metavar="RECEIPT|DIR", help="receipt file (one credential) or folder (many)")
+    sub.add_argument("--out", metavar="RECEIPT|DIR|FILE.jsonl",
+                     help="receipt file (one credential), folder (many), or with batches a .jsonl file (a receipt a line)")
     sub.add_argument("--expires", type=int, default=0, metavar="UNIX_SECONDS", help="expiry of the credentials")
     sub.add_argument("--no-progress", action="store_true")
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument("--batch", dest="batch", action="store_const", const=True, default=None,
+                      help="sign each chunk of credentials once, as a batch (default from 256 credentials)")
+    mode.add_argument("--no-batch", dest="batch", action="store_const", const=False,
+                      help="one signed record per credential")
+    sub.add_argument("--batch-size", type=int, default=10_000, metavar="N", help="credentials per batch (default 10000)")
+    sub.add_argument("--in-flight", type=int, default=4, metavar="N", help="batches submitted at a time (default 4)")
+    sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                     help="processes hashing credentials (default: one per core)")
+    sub.add_argument("--achievement-type", metavar="TYPE", help="with batches: the Open Badges achievement type they share")
 
     from client import cli_state
 
