@@ -38,7 +38,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from client.credential import ensure_id, sample_open_badge
+from client.credential import credential_id, ensure_id, sample_open_badge
 from ledger.crypto import KeyPair
 from ledger.genesis import Authority, AuthoritySet, Genesis, Trust
 
@@ -217,9 +217,43 @@ def demo(root: Path, url: str) -> bool:
     ok &= _lacre("status", str(credential_path), "--node", url) == 0
     print("\n# the old receipt still proves issuance offline; online, the revocation shows:")
     ok &= _lacre("verify", str(credential_path), "--receipt", str(receipt_path), "--trust", trust, "--online", url) == 1
+    ok &= _cohort_demo(root, demo_dir, url, trust)
     print("\n# an auditor replays the whole chain from genesis and checks every rule, signature and root:")
     ok &= _lacre("audit", "--node", url, "--trust", trust, "--no-progress") == 0
     return bool(ok)
+
+
+COHORT_SIZE = 500
+
+
+def _cohort_demo(root: Path, demo_dir: Path, url: str, trust: str) -> bool:
+    """A cohort issued as one signed batch; one member's receipt verified offline."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    cohort = demo_dir / f"cohort-{stamp}.jsonl"
+    documents = [
+        ensure_id(sample_open_badge(DEMO_ISSUER_NAME, f"did:example:learner-{secrets.token_hex(4)}",
+                                    "Diplomado en Ciencia de Datos"))[0]
+        for _ in range(COHORT_SIZE)
+    ]
+    cohort.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents))
+    receipts = demo_dir / f"cohort-{stamp}.receipts.jsonl"
+    print(f"\n# a cohort of {COHORT_SIZE} credentials, signed once as a batch; a receipt for each:")
+    ok = _lacre("issue", str(cohort), "--batch", "--key", str(root / "issuer.key"), "--node", url,
+                "--out", str(receipts), "--no-progress") == 0
+    if not ok or not receipts.exists():
+        return False
+    first = json.loads(receipts.read_text().splitlines()[0])
+    member = next((d for d in documents if credential_id(d).hex() == first["credential_id"]), None)
+    if member is None:
+        print("lacre devnet: the first receipt is for no credential of the cohort", file=sys.stderr)
+        return False
+    credential_path = demo_dir / f"cohort-{stamp}-member.json"
+    credential_path.write_text(json.dumps(member, indent=2, ensure_ascii=False) + "\n")
+    receipt_path = credential_path.with_name(credential_path.stem + ".receipt.json")
+    receipt_path.write_text(json.dumps(first, indent=2) + "\n")
+    print(f"\n# one member's receipt: credential {first['batch']['index']} of the batch, "
+          f"{len(receipt_path.read_bytes()):,} bytes")
+    return _lacre("verify", str(credential_path), "--receipt", str(receipt_path), "--trust", trust) == 0
 
 
 def _issuer_known(url: str, key: bytes) -> bool:

@@ -115,6 +115,7 @@ def test_devnet_demo_runs_end_to_end(tmp_path):
     result = lacre("devnet", "--dir", str(tmp_path / "devnet"), "--exit-after-demo")
     assert "demo succeeded" in result.stdout, result.stdout
     assert "VERIFIED" in result.stdout and "REVOKED" in result.stdout
+    assert "signed once as a batch" in result.stdout and "credential 0 of the batch" in result.stdout
     assert "audit OK: every rule holds in blocks 1-" in result.stdout, result.stdout
     assert "http://127.0.0.1:" in result.stdout
     assert (tmp_path / "devnet" / "consortium.json").exists() and (tmp_path / "devnet" / "issuer.key").exists()
