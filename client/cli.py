@@ -23,14 +23,7 @@ from client.verify import verify_receipt
 from ledger.crypto import KeyFileError, KeyPair
 from ledger.genesis import Authority, AuthoritySet, Genesis, GenesisError, Trust
 from ledger.note import NoteVerifier
-from ledger.records import (
-    CredentialIssuance,
-    CredentialRevocation,
-    IssuerRegistration,
-    RecordError,
-    RevocationReason,
-    SignedRecord,
-)
+from ledger.records import IssuerRegistration, RecordError, SignedRecord
 
 SUBMIT_CHUNK = 1000
 RECEIPT_FETCH_CONCURRENCY = 16
@@ -170,20 +163,6 @@ def cmd_issue(args: argparse.Namespace) -> int:
     from client.issuance import issue_credentials
 
     return issue_credentials(args)
-
-
-def cmd_revoke(args: argparse.Namespace) -> int:
-    key = _load_key(args.key)
-    cid, _ = _credential_ref(args.credential)
-    try:
-        body = CredentialRevocation(cid, RevocationReason(args.reason), int(time.time()))
-    except (RecordError, ValueError) as error:
-        raise CliError(str(error)) from None
-    answer = _run(_submit(args.node, [SignedRecord.sign(body, key)]))
-    entry = answer["records"][0]
-    _emit(args, {"credential_id": cid.hex(), **entry},
-          f"credential {cid.hex()} revoked ({args.reason}): record {entry['hash']} {entry['status']}")
-    return 0 if entry["status"] == "committed" else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -374,12 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_chain.add_commands(commands)
 
-    sub = command("revoke", cmd_revoke, "revoke a credential")
-    sub.add_argument("credential", metavar="CREDENTIAL|ID")
-    sub.add_argument("--key", required=True, metavar="KEYFILE")
-    sub.add_argument("--node", required=True, metavar="URL")
-    sub.add_argument("--reason", default="unspecified", choices=[r.value for r in RevocationReason])
-
     sub = command("status", cmd_status, "show a credential's proven status; --out staples it for a verifier")
     sub.add_argument("credential", metavar="CREDENTIAL|ID")
     sub.add_argument("--node", required=True, metavar="URL")
@@ -417,4 +390,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m client.cli` this file runs as `__main__`, and the modules
+    # it loads import `client.cli` anew: a CliError they raise would be that
+    # module's class, not this one's, and escape as a traceback. Run the
+    # importable module's main instead.
+    from client.cli import main as _main
+
+    sys.exit(_main())

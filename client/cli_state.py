@@ -1,6 +1,7 @@
 """`lacre` subcommands that change state beyond issuance: a credential's
-suspension and reinstatement, and an issuer key's rotation, retirement and
-endorsement. Each signs one record, submits it and waits for its commit.
+revocation, suspension and reinstatement, a whole batch's revocation, and an
+issuer key's rotation, retirement and endorsement. Each signs one record,
+submits it and waits for its commit.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ import argparse
 import time
 
 from ledger.records import (
+    BatchRevocation,
     CredentialReinstatement,
+    CredentialRevocation,
     CredentialSuspension,
     IssuerEndorsement,
     IssuerRetirement,
     IssuerRotation,
     RecordBody,
     RecordError,
+    RevocationReason,
     SignedRecord,
 )
 
@@ -46,6 +50,36 @@ def _sign_and_submit(cli, args: argparse.Namespace, make_body, summary: str) -> 
     cli._emit(args, entry, f"{summary}: record {entry['hash']} {entry['status']}"
               + (f" at leaf {entry['leaf_index']}" if "leaf_index" in entry else ""))
     return 0 if entry["status"] == "committed" else 1
+
+
+def _revoke(cli, args: argparse.Namespace, key, make_body, subject: dict, summary: str) -> int:
+    try:
+        body: RecordBody = make_body(RevocationReason(args.reason), int(time.time()))
+    except (RecordError, ValueError) as error:
+        raise cli.CliError(str(error)) from None
+    answer = cli._run(cli._submit(args.node, [SignedRecord.sign(body, key)]))
+    entry = answer["records"][0]
+    cli._emit(args, {**subject, **entry}, f"{summary} ({args.reason}): record {entry['hash']} {entry['status']}")
+    return 0 if entry["status"] == "committed" else 1
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke one credential, or with --batch every credential of a batch in one record."""
+    from client import cli
+
+    key = cli._load_key(args.key)
+    if args.batch is None:
+        cid, _ = cli._credential_ref(args.credential)
+        return _revoke(cli, args, key, lambda reason, now_s: CredentialRevocation(cid, reason, now_s),
+                       {"credential_id": cid.hex()}, f"credential {cid.hex()} revoked")
+    try:
+        batch_id = bytes.fromhex(args.batch)
+    except ValueError:
+        batch_id = b""
+    if len(batch_id) != 32:
+        raise cli.CliError("--batch must be a batch id, 64 hex characters (a receipt's batch_proof.batch_id)")
+    return _revoke(cli, args, key, lambda reason, now_s: BatchRevocation(batch_id, reason, now_s),
+                   {"batch_id": batch_id.hex()}, f"batch {batch_id.hex()} revoked")
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
@@ -92,6 +126,14 @@ def cmd_issuer_endorse(args: argparse.Namespace) -> int:
 
 def add_commands(command, commands, issuer) -> None:
     """Register the subcommands: `command(name, handler, help, parent=...)` is cli's helper."""
+    sub = command("revoke", cmd_revoke, "revoke a credential, or with --batch every credential of a batch")
+    target = sub.add_mutually_exclusive_group(required=True)
+    target.add_argument("credential", nargs="?", metavar="CREDENTIAL|ID")
+    target.add_argument("--batch", metavar="BATCH_ID_HEX", help="revoke the whole batch (a receipt's batch_proof.batch_id)")
+    sub.add_argument("--key", required=True, metavar="KEYFILE")
+    sub.add_argument("--node", required=True, metavar="URL")
+    sub.add_argument("--reason", default="unspecified", choices=[r.value for r in RevocationReason])
+
     for name, handler, help in (
         ("suspend", cmd_suspend, "suspend a credential (reversible)"),
         ("reinstate", cmd_reinstate, "reinstate a suspended credential"),

@@ -7,6 +7,7 @@ way); the issuer talks to it over HTTP like the CLI does.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import re
@@ -17,22 +18,13 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import issuance
+from client import cli, issuance
+from client.batch_issuance import BatchIssuance, BatchOptions, issue_batches
 from client.batch_receipts import batch_id_for, batch_receipts, sign_batch
 from client.cli import CliError, build_parser
-from client.credential import canonical_bytes, credential_id, parse_credential, sample_open_badge
-from client.issuance import (
-    BatchOptions,
-    canonical,
-    derived_id,
-    id_secret,
-    issue_batches,
-    read_chunks,
-    receipt_texts,
-    run_name,
-    scan_input,
-    with_id,
-)
+from client.cohort_input import derived_id, hash_credentials, id_secret, read_chunks, run_name, scan_input, with_id
+from client.credential import canonical, canonical_bytes, credential_id, parse_credential, sample_open_badge
+from client.receipt_output import ReceiptLines, receipt_texts
 from client.sdk import AsyncClient
 from client.verify import ReceiptVerifier, verify_receipt
 from ledger.batch import BatchTree
@@ -114,13 +106,13 @@ def test_derived_ids_are_stable_keyed_uuids():
 def test_hash_credentials_matches_credential_id_and_names_bad_lines():
     secret = id_secret(seeded_key("issuer"))
     items = [("a:1", json.dumps(_badge(1)).encode()), ("a:2", json.dumps(_badge(2, with_id=False)).encode())]
-    joined, added = issuance.hash_credentials(items, secret)
+    joined, added = hash_credentials(items, secret)
     assert joined[:32] == credential_id(_badge(1))
     assert [index for index, _ in added] == [1]
     given_id = parse_credential(added[0][1])
     assert joined[32:] == credential_id(given_id) == hashlib.sha256(added[0][1]).digest()
     with pytest.raises(CliError, match="a:9: .*duplicate key"):
-        issuance.hash_credentials([("a:9", b'{"id": "x", "id": "y"}')], secret)
+        hash_credentials([("a:9", b'{"id": "x", "id": "y"}')], secret)
 
 
 # -- input ---------------------------------------------------------------------
@@ -269,7 +261,7 @@ async def test_interrupted_run_resumes_without_issuing_twice(tmp_path, node, con
     state_path = tmp_path / "out.jsonl.issue-state.json"
 
     # Chunk 0 is written; chunk 1 commits but the run dies before its receipts are all out.
-    real_write = issuance.ReceiptLines.write
+    real_write = ReceiptLines.write
     calls = []
 
     def dying_write(self, receipts, documents_given):
@@ -280,13 +272,13 @@ async def test_interrupted_run_resumes_without_issuing_twice(tmp_path, node, con
             raise _Stop()
         return real_write(self, receipts, documents_given)
 
-    monkeypatch.setattr(issuance.ReceiptLines, "write", dying_write)
+    monkeypatch.setattr(ReceiptLines, "write", dying_write)
     with pytest.raises(_Stop):
         await issue_batches(node, consortium.issuer, source, out, options, now_s=NOW_S)
     state = json.loads(state_path.read_text())
     assert state["written"] == [0] and len(state["signed"]) == 2
     assert await _tree_size(node) == 1 + 2
-    monkeypatch.setattr(issuance.ReceiptLines, "write", real_write)
+    monkeypatch.setattr(ReceiptLines, "write", real_write)
 
     summary = await issue_batches(node, consortium.issuer, source, out, options, now_s=NOW_S + 3600)
     assert summary["resumed"] and summary["chunks_already_written"] == 1
@@ -310,7 +302,7 @@ async def test_a_batch_pending_under_its_name_is_recognised(tmp_path, node, cons
     ids = _ids(documents)
     async with AsyncClient(node) as client:
         await client.submit([sign_batch(consortium.issuer, ids, batch_id_for(consortium.issuer.public_key, f"{run}/0"), NOW_S - 99)], wait=True)
-    real_document = issuance.BatchIssuance._document
+    real_document = BatchIssuance._document
     misses = []
 
     async def unseen_once(self, batch_id):
@@ -319,7 +311,7 @@ async def test_a_batch_pending_under_its_name_is_recognised(tmp_path, node, cons
             return None  # as if it were still pending when first looked up
         return await real_document(self, batch_id)
 
-    monkeypatch.setattr(issuance.BatchIssuance, "_document", unseen_once)
+    monkeypatch.setattr(BatchIssuance, "_document", unseen_once)
     summary = await issue_batches(node, consortium.issuer, source, tmp_path / "r.jsonl", BatchOptions(batch_size=500), now_s=NOW_S)
     assert misses and summary["batches"][0]["outcome"] == "found on the ledger"
     assert await _tree_size(node) == 2
@@ -409,3 +401,31 @@ def test_command_line_modes(tmp_path, monkeypatch):
     for path, *flags in ((small,), (large,), (small, "--batch"), (large, "--no-batch"), (one,)):
         issuance.issue_credentials(_issue_args(str(path), *flags))
     assert chosen == ["single", "batch", "batch", "single", "single"]
+
+
+async def test_revoke_a_whole_batch_from_the_command_line(tmp_path, node, consortium, capsys):
+    documents = [_badge(i) for i in range(20)]
+    ids = _ids(documents)
+    summary = await issue_batches(node, consortium.issuer, _jsonl(tmp_path / "cohort.jsonl", documents),
+                                  tmp_path / "r.jsonl", BatchOptions(batch_size=10))
+    revoked = summary["batches"][0]["batch_id"]  # ids[:10]; ids[10:] are the second batch
+    key = tmp_path / "issuer.key"
+    consortium.issuer.save(key)
+    capsys.readouterr()
+
+    async def lacre(*argv: str) -> int:  # the CLI runs its own event loop: give it a thread
+        return await asyncio.to_thread(cli.main, ["revoke", *argv, "--key", str(key), "--node", node])
+
+    assert await lacre("--batch", revoked, "--reason", "key_compromise", "--json") == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["batch_id"] == revoked and answer["status"] == "committed"
+    async with AsyncClient(node) as client:
+        assert (await client.batch(bytes.fromhex(revoked)))["status"] == "revoked"
+        member = await client.credential(ids[3])
+        assert member["status"] == "revoked" and member["reason"] == "key_compromise"
+        assert (await client.credential(ids[15]))["status"] == "issued"
+
+    assert await lacre("--batch", revoked) == 1  # revoked for good already: the node refuses
+    assert "batch-not-revoked" in capsys.readouterr().err
+    assert await lacre("--batch", "ab" * 31) == 2
+    assert "--batch must be a batch id" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from client.credential import credential_id, sample_open_badge
 from client.verify import ReceiptVerifier
 from ledger.crypto import KeyPair
 from ledger.genesis import Trust
-from ledger.records import BatchRevocation, IssuerRegistration, SignedRecord
+from ledger.records import IssuerRegistration, SignedRecord
 from tests.system.conftest import NodeProcess, lacre
 
 pytestmark = pytest.mark.system
@@ -154,8 +154,9 @@ def test_issue_a_cohort_revoke_one_then_the_batch(tmp_path, consortium):
     assert all(_status(urls[0], cid)["status"] == "issued" for cid in mates + others)
 
     # The whole batch revoked in one record: every member revoked, the lone revocation keeps its reason.
-    revocation = BatchRevocation(bytes.fromhex(batch_id), "key_compromise", int(time.time()))
-    _submit(urls[2], SignedRecord.sign(revocation, KeyPair.load(root / "issuer.key")))
+    revoked = json.loads(lacre("revoke", "--batch", batch_id, "--key", str(root / "issuer.key"), "--node", urls[2],
+                               "--reason", "key_compromise", "--json").stdout)
+    assert revoked["batch_id"] == batch_id and revoked["status"] == "committed"
     status = _status(urls[0], victim)
     assert status["status"] == "revoked" and status["reason"] == "issued_in_error"
     for cid in mates:
