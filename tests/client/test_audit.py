@@ -41,6 +41,7 @@ from ledger.records import (
     IssuerRegistration,
     IssuerRotation,
     SignedRecord,
+    leaf_data,
 )
 from ledger.store import MemoryStore
 from tests.client.lacre_cli import lacre
@@ -141,8 +142,8 @@ def rebuilt(blocks, height, records=None, recertify=True, **header_fields) -> li
     block = blocks[height - 1]
     header = block.header
     if records is not None:
-        before = CompactRange.empty().extend(leaf_hash(r) for b in blocks[:height - 1] for r in b.records)
-        after = before.extend(leaf_hash(r) for r in records)
+        before = CompactRange.empty().extend(leaf_hash(leaf_data(r)) for b in blocks[:height - 1] for r in b.records)
+        after = before.extend(leaf_hash(leaf_data(r)) for r in records)
         header = dataclasses.replace(header, record_count=len(records), log_size=after.size, log_root=after.root())
     header = dataclasses.replace(header, **header_fields)
     certificate = certify(header) if recertify else block.certificate
@@ -391,3 +392,61 @@ def test_evidence_of_equivocation_is_verified_with_ledger_crypto():
     forged = Evidence(vote(b"\x01" * 32), dataclasses.replace(vote(b"\x02" * 32), signature=bytes(64))).encode()
     claim = check_evidence({**item, "encoded": base64.b64encode(forged).decode()}, history, C.genesis.hash)
     assert not claim["verified"] and "not signed" in claim["detail"]
+
+
+# -- cohort batches ------------------------------------------------------------
+
+def _batch(members, key, name: bytes):
+    from client.batch_receipts import sign_batch
+
+    return sign_batch(key, [cid(n) for n in members], hashlib.sha256(name).digest(), 1_700_000_000)
+
+
+def _batch_chain():
+    """Registration; a batch of 3; a member revoked; the batch revoked."""
+    from ledger.records import BatchRevocation
+
+    batch = _batch([101, 102, 103], ISSUER_B, b"cohort")
+    blocks = [
+        [SignedRecord.sign(IssuerRegistration(ISSUER_B.public_key, "Instituto B", "AR"), KEYS["inst-1"]), issue(100, ISSUER_B)],
+        [batch],
+        [SignedRecord.sign(CredentialRevocation(cid(102), "fraud", 1_700_000_100), ISSUER_B)],
+        [SignedRecord.sign(BatchRevocation(batch.body.batch_id, "key_compromise", 1_700_000_200), ISSUER_B)],
+    ]
+    chain = Chain(MemoryStore(), C.genesis)
+    for records in blocks:
+        proposed = chain.propose(records, chain.authority_set.proposer(chain.height + 1, 0).name, 0,
+                                 1_700_000_000_000 + 1000 * chain.height)
+        assert not proposed.rejected, proposed.rejected
+        chain.commit(proposed.header, proposed.records, certify(proposed.header), proposed.delta)
+    return [chain.block(h) for h in range(1, chain.height + 1)]
+
+
+def _other_ids(blocks):
+    """Block 2's batch with one id changed: the leaf data (and so every root) is unchanged."""
+    from ledger import codec
+
+    mapping = codec.decode(blocks[1].records[0])
+    mapping["ids"] = mapping["ids"][:-1] + bytes([mapping["ids"][-1] ^ 1])
+    return [blocks[0], dataclasses.replace(blocks[1], records=(codec.encode(mapping),)), *blocks[2:]]
+
+
+BATCH_TAMPERINGS = [
+    ("a batch's ids changed under its signed root", _other_ids, (2, 0, "record")),
+    ("a batch repeating an id issued alone", lambda b: rebuilt(b, 2, [_batch([100, 104], ISSUER_B, b"again").encoded]),
+     (2, 0, "credential-unique")),
+    ("a batch revoked twice", lambda b: rebuilt(b, 4, records_of(b, 4) * 2), (4, 1, "record-unique")),
+]
+
+
+def test_a_chain_of_batches_audits_and_its_tamperings_are_caught(tmp_path):
+    blocks = _batch_chain()
+    write(tmp_path / "batches.lacre", blocks)
+    report = audit(file=tmp_path / "batches.lacre")
+    assert report.ok, report.render()
+    assert report.to_json()["records"] == 5
+    for name, tamper, expected in BATCH_TAMPERINGS:
+        write(tmp_path / "tampered.lacre", tamper(blocks))
+        violation = audit(file=tmp_path / "tampered.lacre").violation
+        assert violation is not None, name
+        assert (violation.height, violation.record_index, violation.rule) == expected, (name, violation)
