@@ -379,15 +379,11 @@ def _receipt_rate(url: str, site: Site, verify_rate: float) -> tuple[float, floa
     return cold, cohort, signatures
 
 
-def _verify_rate_one(_: int) -> float:
-    return ed25519_verifications_per_s(1.0)
-
-
-def ed25519_verifications_per_s_all_cores() -> float:
+def ed25519_verifications_per_s_all_cores(seconds: float = 1.0) -> float:
     """Ed25519 verifications/s with every core verifying at once."""
     cores = os.cpu_count() or 1
     with multiprocessing.get_context("fork").Pool(cores) as pool:
-        return sum(pool.map(_verify_rate_one, range(cores)))
+        return sum(pool.map(ed25519_verifications_per_s, [seconds] * cores))
 
 
 async def _latencies(urls: list[str], records: list[bytes], rate_per_s: float) -> list[float]:

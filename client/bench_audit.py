@@ -111,24 +111,11 @@ def build_chain(data_dir: Path, records: int) -> tuple[Genesis, dict[int, int], 
     return genesis, heights, time.perf_counter() - began
 
 
-def _verify_rate_one(seconds: float) -> float:
-    key = nacl.signing.SigningKey(b"\x01" * 32)
-    message = b"m" * 200
-    signature = key.sign(message).signature
-    verify = key.verify_key.verify
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        for _ in range(200):
-            verify(message, signature)
-        count += 200
-    return count / (time.perf_counter() - began)
-
-
 def verifications_per_s_all_cores(seconds: float = 2.0) -> float:
     """Ed25519 verifications/s (PyNaCl, 200-byte messages) with every core verifying at once."""
-    cores = os.cpu_count() or 1
-    with multiprocessing.get_context("fork").Pool(cores) as pool:
-        return sum(pool.map(_verify_rate_one, [seconds] * cores))
+    from client.bench import ed25519_verifications_per_s_all_cores
+
+    return ed25519_verifications_per_s_all_cores(seconds)
 
 
 def _status_mb(field: str, pid: int | str = "self") -> float:

@@ -24,7 +24,6 @@ Measured in one run, in this order, on one devnet:
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import shutil
@@ -35,7 +34,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 
 from client import devnet
 from client.batch_receipts import batch_id_for, sign_batch
@@ -63,27 +61,10 @@ def _get(url: str) -> dict:
 
 async def _submit_batches(urls: list[str], records: list[SignedRecord], in_flight: int) -> float:
     """Submit each batch in its own request, `in_flight` at a time over all nodes; committed credentials/s."""
-    bodies = [json.dumps({"records": [base64.b64encode(r.encoded).decode()]}) for r in records]
-    queue = list(reversed(bodies))
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        async def worker(index: int) -> None:
-            url = urls[index % len(urls)] + "/v1/records?wait=commit"
-            while queue:
-                body = queue.pop()
-                while True:
-                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
-                        answer = await response.read()
-                        if response.status == 503:
-                            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                            continue
-                        if response.status != 200:
-                            raise RuntimeError(f"submit: {response.status} {answer[:300]!r}")
-                        break
+    from client.bench import _submit_all
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
-        elapsed = time.perf_counter() - started
-    return _rate(sum(r.body.count for r in records), elapsed)
+    batches_per_s = await _submit_all(urls, [r.encoded for r in records], 1, in_flight)
+    return batches_per_s * sum(r.body.count for r in records) / len(records)
 
 
 def _signed_batches(issuer: KeyPair, batches: int, size: int) -> list[SignedRecord]:
