@@ -8,8 +8,9 @@ in-process as a user would type them. Checked, as issue 4 and DESIGN.md put it:
 - the follower becomes an authority from the block after the change: its
   precommits appear in certificates;
 - the removed authority stops certifying and keeps following;
-- commits never pause beyond a few rounds (the largest gap between
-  consecutive blocks' timestamps is bounded, generously);
+- commits never pause beyond a few rounds (every block across the changes
+  is decided by round ROUNDS_MAX; counted in rounds, not seconds, so a slow
+  machine does not make it flaky);
 - every record acknowledged as committed is provable on every node, and all
   nodes end on the same cosigned checkpoint.
 """
@@ -37,9 +38,9 @@ from ledger.records import CredentialIssuance, IssuerRegistration, SignedRecord
 pytestmark = pytest.mark.system
 
 DEADLINE_S = 30.0
-# Generous on purpose: a round whose proposer has not switched yet costs a
-# propose timeout (3 s); a pause beyond this means consensus stalled.
-COMMIT_GAP_MAX_S = 10.0
+# A round whose proposer has not switched yet times out once; more than a
+# few rounds at one height means consensus stalled across the change.
+ROUNDS_MAX = 3
 
 
 def _get(url: str, timeout: float = 5.0) -> dict:
@@ -199,9 +200,8 @@ def test_a_fifth_authority_joins_and_an_original_one_leaves_under_load(tmp_path)
         assert all(newcomer not in s for s in signers[:added_at]), "no precommit before its epoch"
         assert all(leaving not in s for s in signers[removed_at:]), "no precommit after its removal"
         assert any(newcomer in s for s in signers[added_at:])
-        stamps = [b["header"]["timestamp_ms"] for b in blocks[added_at - 1:]]
-        gap_s = max(b - a for a, b in zip(stamps, stamps[1:])) / 1000
-        assert gap_s < COMMIT_GAP_MAX_S, f"commits paused {gap_s:.1f} s across the changes"
+        rounds = {b["header"]["height"]: b["header"]["round"] for b in blocks[added_at - 1:]}
+        assert max(rounds.values()) <= ROUNDS_MAX, f"a height took more than {ROUNDS_MAX} rounds: {rounds}"
         # Every acknowledged record is in every node's log; a sample is proved
         # against each node's checkpoint root (one request per record is too slow
         # for all of them on two cores).
