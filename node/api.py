@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from consensus.evidence import Evidence
 from ledger import codec
 from ledger.chain import Chain
+from ledger.merkle import leaf_hash
 from ledger.merkle_log import MerkleLogError
 from ledger.batch import BatchTree
 from ledger.records import SignedRecord, leaf_data
@@ -340,12 +341,13 @@ def _inclusion(chain: Chain, leaf_index: int, tree_size: int) -> dict:
     }
 
 
-_batch_trees: dict[tuple, BatchTree] = {}
+_batch_trees: dict[bytes, BatchTree] = {}
+"""Recently used batch trees by their root: the root is the hash of the ids, so a hit is always right."""
 
 
 def _batch_tree(chain: Chain, entry: CredentialEntry) -> BatchTree:
     """The tree of the batch that issued `entry`, from its stored ids (a few recent ones kept)."""
-    key = (id(chain), entry.issuance_leaf, entry.batch_id)
+    key = chain.state.batch(entry.batch_id).root
     tree = _batch_trees.get(key)
     if tree is None:
         record = SignedRecord.decode_whole(chain.record_at(entry.issuance_leaf))
@@ -363,7 +365,7 @@ def batch_document(chain: Chain, batch_id: bytes) -> dict:
         raise ApiError(404, "unknown-batch", "no batch with this id was issued")
     tree_size = chain.log_size
     issuance = _inclusion(chain, batch.leaf_index, tree_size)
-    location = chain.locate(SignedRecord.decode(base64.b64decode(issuance["record"])).hash)
+    location = chain.locate(leaf_hash(base64.b64decode(issuance["record"])))
     return {
         "batch_id": batch_id.hex(),
         "status": batch.status.value,
