@@ -29,12 +29,14 @@ from ledger.checkpoint import Checkpoint
 from ledger.genesis import Trust
 from ledger.merkle import ProofError, verify_consistency
 from ledger.status_proof import (
+    BatchStatusProof,
     CredentialStatusProof,
     IssuerStatusProof,
     PrefixStatusProof,
     StatusProofError,
     checkpoint_state_root,
     checkpoint_time_ms,
+    member_status,
 )
 
 
@@ -165,8 +167,6 @@ async def _check_private(
 
 async def _batch_status(url: str, trust: Trust, result: Verification, now_s: int, credential_id: bytes):
     """The member's status by its batch's current entry (None, with a failed check, if unproven)."""
-    from ledger.status_proof import BatchStatusProof, member_status
-
     try:
         async with AsyncClient(url) as node:
             document = await node.batch(result.batch_id)

@@ -103,3 +103,26 @@ async def test_blocks_carry_the_ids_and_a_replica_rebuilds_the_members(client, c
     # The record's own page shows the leaf data (no ids), like every record.
     shown = await (await client.get(f"/v1/records/{record.hash.hex()}")).json()
     assert base64.b64decode(shown["record"]) == record.leaf and shown["body"]["count"] == 300
+
+
+async def test_a_private_status_check_of_a_member_falls_back_to_its_batch(client, consortium):
+    from client.online import check_online
+    from ledger.records import BatchRevocation
+
+    record = await issue_cohort(client, consortium)
+    document = await (await client.get(f"/v1/batches/{record.body.batch_id.hex()}")).json()
+    receipt = next(iter(batch_receipts(document, COHORT)))
+    url = str(client.make_url("")).rstrip("/")
+
+    async def private_status() -> tuple[str, list]:
+        result = verify_receipt(receipt, trust_of(consortium), COHORT[0], now_s=1_800_000_000)
+        await check_online(url, trust_of(consortium), COHORT[0], result, 1_800_000_000, private_bits=8)
+        return result.status, [c for c in result.checks if c.name.startswith("private")]
+
+    status, checks = await private_status()
+    assert status == "issued" and all(c.ok for c in checks), checks
+    assert any("the batch's status" in c.detail for c in checks)
+    await submit(client, [SignedRecord.sign(BatchRevocation(record.body.batch_id, "fraud", 1_700_000_300), consortium.issuer)])
+    status, checks = await private_status()
+    verdict = next(c for c in checks if c.name == "private-status")
+    assert status == "revoked" and not verdict.ok and "fraud" in verdict.detail, checks
