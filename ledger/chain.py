@@ -310,15 +310,17 @@ class Chain:
     def validate(
         self,
         header: BlockHeader,
-        records: Sequence[bytes],
+        records: Sequence[bytes | SignedRecord],
         verify_signatures: bool = True,
         known: Mapping[bytes, SignedRecord] | None = None,
     ) -> tuple[tuple[SignedRecord, ...], StateDelta]:
         """Check a block from elsewhere against every rule; change nothing.
 
-        `known` maps record hashes to records already decoded and verified
-        (a mempool): those are neither decoded nor verified again. Raises
-        BlockError naming the rule broken.
+        `records` are record bytes, or records the caller already decoded and
+        verified (a consensus proposal resolved from its mempool); `known`
+        maps record hashes to such records for bytes that may repeat them.
+        Neither is decoded nor verified again. Raises BlockError naming the
+        rule broken.
         """
         if header.height != self.height + 1:
             raise BlockError("height", f"expected height {self.height + 1}, got {header.height}")
@@ -338,7 +340,10 @@ class Chain:
         in_batches = 0
         for i, data in enumerate(records):
             try:
-                record = known.get(leaf_hash(leaf_data(data))) if known is not None else None
+                if type(data) is SignedRecord:
+                    record = data
+                else:
+                    record = known.get(leaf_hash(leaf_data(data))) if known is not None else None
                 if record is None:
                     record = SignedRecord.decode_whole(data)
                     if verify_signatures:

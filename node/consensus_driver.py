@@ -495,10 +495,7 @@ class ConsensusDriver:
             records = await self._resolve(height, body)
             if records is not None and self.chain.height + 1 == height:
                 # Every resolved record was decoded and verified once on this node.
-                records, delta = self.chain.validate(
-                    header, [r.encoded for r in records], verify_signatures=False,
-                    known={r.hash: r for r in records},
-                )
+                records, delta = self.chain.validate(header, records, verify_signatures=False)
                 self._validated[header.hash] = (header, records, delta)
                 valid = True
         except (BlockError, RecordError, crypto.SignatureError, codec.CodecError) as error:
@@ -585,10 +582,7 @@ class ConsensusDriver:
             records = await self._resolve(action.height, body)
             if records is None or action.height != self.chain.height + 1:
                 return
-            validated, delta = self.chain.validate(
-                body.header, [r.encoded for r in records], verify_signatures=False,
-                known={r.hash: r for r in records},
-            )
+            validated, delta = self.chain.validate(body.header, records, verify_signatures=False)
             self._commit_validated(action, body.header, validated, delta)
         except Exception:
             log.exception("committing decided block %d failed", action.height)

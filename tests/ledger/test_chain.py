@@ -222,3 +222,13 @@ def test_validate_reuses_records_it_is_told_are_known(consortium, chain):
     validated, _ = chain.validate(header, encoded, known=known)
     assert validated[1] is records[1] and validated[0] is not records[0]
     assert [r.encoded for r in validated] == encoded
+
+
+def test_validate_takes_records_already_decoded_as_they_are(consortium, chain):
+    records = [consortium.registration(), consortium.issuance(1)]
+    header, encoded = _proposal(consortium, chain, records)
+    validated, _ = chain.validate(header, records, verify_signatures=False)
+    assert all(v is r for v, r in zip(validated, records))
+    swapped = [records[1], records[0]]
+    with pytest.raises(BlockError):
+        chain.validate(header, swapped, verify_signatures=False)
