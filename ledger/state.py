@@ -117,7 +117,13 @@ def batch_path(batch_id: bytes) -> bytes:
 
 
 def member_value(batch_id: bytes, index: int) -> bytes:
+    """What a batch member's credential key holds until it has an entry of its own."""
     return MEMBER_TAG + batch_id + index.to_bytes(4, "big")
+
+
+def member_of(value: bytes) -> tuple[bytes, int]:
+    """(batch id, index) from a `member_value`."""
+    return value[1:33], int.from_bytes(value[33:37], "big")
 
 
 def entry_hash(entry_bytes: bytes) -> bytes:
@@ -418,10 +424,11 @@ class StoreStateView:
         if data is None:
             return None
         if data[:1] == MEMBER_TAG:
-            batch = self.batch(data[1:33])
+            batch_id, index = member_of(data)
+            batch = self.batch(batch_id)
             if batch is None:
                 raise ValueError("a batch member's batch is missing")
-            return batch.member(credential_id, int.from_bytes(data[33:37], "big"))
+            return batch.member(credential_id, index)
         entry = CredentialEntry.decode(data)
         return in_force(entry, self.batch(entry.batch_id)) if entry.batch_id else entry
 
@@ -494,7 +501,8 @@ class StateDelta:
         if entry is None:
             member = self._members.get(credential_id)
             if member is not None:
-                return self._batches[member[1:33]].member(credential_id, int.from_bytes(member[33:37], "big"))
+                batch_id, index = member_of(member)
+                return self._batches[batch_id].member(credential_id, index)
             entry = self._base.credential(credential_id)
             if entry is None:
                 return None
@@ -532,7 +540,7 @@ class StateDelta:
                     batch_id = entry.batch_id
                     members = self._members
                     for index, credential_id in enumerate(record.credential_ids()):
-                        members[credential_id] = MEMBER_TAG + batch_id + index.to_bytes(4, "big")
+                        members[credential_id] = member_value(batch_id, index)
             elif isinstance(entry, ConsortiumEntry):
                 self.consortium_change = entry
             else:
