@@ -67,6 +67,9 @@ NEXT_HEIGHT_BUFFER_MAX = 4_096
 # Bodies found invalid for a hash whose valid body may still come; past this
 # many at one height, no more are validated.
 INVALID_VALUES_MAX = 64
+# Verified statements remembered for skipping the check of a relayed copy; an
+# equivocator can sign without end, so past this many the memory starts over.
+VERIFIED_KEPT_MAX = 8_192
 
 
 class MachineError(RuntimeError):
@@ -100,6 +103,10 @@ class Machine:
         self._started = False
         self._actions: list[Action] = []
         self._next_height_buffer: list[Message] = []
+        # Statements whose signature verified, by height: every message arrives
+        # once from its author and once relayed by each other peer, and only
+        # the first copy needs the Ed25519 check.
+        self._verified: dict[bytes, int] = {}
         self._peers_ahead: dict[str, int] = {}
         self._reset(height)
         if signed is not None and signed.height == height:
@@ -206,10 +213,16 @@ class Machine:
         statement = message.proposal if isinstance(message, ProposalMessage) else message
         if isinstance(statement, Proposal) and self._authorities.proposer(statement.height, statement.round).name != sender:
             return self._drop("wrong proposer", sender)
-        try:
-            self._verify(authority.public_key, crypto.VOTE_CONTEXT, statement.signed_bytes(self._chain), statement.signature)
-        except crypto.SignatureError:
-            return self._drop("bad signature", sender)
+        signed = statement.signed_bytes(self._chain)
+        seen = authority.public_key + statement.signature + signed
+        if seen not in self._verified:
+            try:
+                self._verify(authority.public_key, crypto.VOTE_CONTEXT, signed, statement.signature)
+            except crypto.SignatureError:
+                return self._drop("bad signature", sender)
+            if len(self._verified) >= VERIFIED_KEPT_MAX:
+                self._verified.clear()
+            self._verified[seen] = message.height
         # Peers heard from at later heights, most recent last: catch-up asks a live one.
         if message.height > self._state.height:
             self._peers_ahead[sender] = max(message.height, self._peers_ahead.pop(sender, 0))
@@ -295,6 +308,7 @@ class Machine:
         buffered = self._next_height_buffer if height == self._state.height + 1 else []
         self._next_height_buffer = []
         self._peers_ahead = {peer: h for peer, h in self._peers_ahead.items() if h > height}
+        self._verified = {seen: h for seen, h in self._verified.items() if h >= height}
         self._reset(height)
         self._start_round(0)
         self._schedule(TimeoutKind.RETRANSMIT, 0)

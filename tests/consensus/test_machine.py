@@ -193,3 +193,32 @@ def test_retransmit_relays_others_precommits_of_the_previous_round_and_votes_of_
     relayed = {(a.message.authority, a.message.round) for a in actions
                if isinstance(a, Broadcast) and a.message.authority != "inst-0"}
     assert relayed == {(name, round) for name in ("inst-1", "inst-2") for round in (1, 2)}
+
+
+def test_a_relayed_copy_is_not_verified_again_but_a_forged_one_still_is() -> None:
+    checked: list[bytes] = []
+
+    def counting_verify(public_key: bytes, context: bytes, message: bytes, signature: bytes) -> None:
+        checked.append(signature)
+        crypto.verify(public_key, context, message, signature)
+
+    node = Machine(authority_set=AUTHORITIES, chain_id=CHAIN, signer=KEYS[0], height=1, verify=counting_verify)
+    node.step(Start())
+    vote = _signed_vote(KEYS[2], VoteKind.PREVOTE, 1, 0)
+    data = encode_message(CHAIN, vote)
+    node.step(MessageReceived(data))
+    reasons = [a.reason for a in node.step(MessageReceived(data)) if isinstance(a, Dropped)]
+    assert checked == [vote.signature] and reasons == ["duplicate"]
+    forged = Vote(vote.kind, vote.height, vote.round, vote.block_hash, vote.authority, bytes(64))
+    reasons = [a.reason for a in node.step(MessageReceived(encode_message(CHAIN, forged))) if isinstance(a, Dropped)]
+    assert checked == [vote.signature, bytes(64)] and reasons == ["bad signature"]
+    # The same signature claimed by another authority is that authority's to prove.
+    borrowed = Vote(vote.kind, vote.height, vote.round, vote.block_hash, KEYS[3].name, vote.signature)
+    reasons = [a.reason for a in node.step(MessageReceived(encode_message(CHAIN, borrowed))) if isinstance(a, Dropped)]
+    assert reasons == ["bad signature"]
+    # A verified statement of the next height is remembered across the advance.
+    ahead = _signed_vote(KEYS[3], VoteKind.PREVOTE, 2, 0)
+    node.step(MessageReceived(encode_message(CHAIN, ahead)))
+    node.step(BlockApplied(1))
+    node.step(MessageReceived(encode_message(CHAIN, ahead)))
+    assert checked.count(ahead.signature) == 1
