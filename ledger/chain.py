@@ -378,6 +378,7 @@ class Chain:
         certificate: CommitCertificate,
         delta: StateDelta,
         sync: bool = True,
+        signatures_checked: bool = False,
     ) -> None:
         """Durably append a validated block; returns once it is on disk.
 
@@ -387,11 +388,12 @@ class Chain:
 
         Preconditions: `header`, `records` and `delta` come from `propose` or
         `validate` at the current head. The certificate is checked here: no
-        block reaches the store without a quorum.
+        block reaches the store without a quorum. `signatures_checked`: the
+        caller verified each of its signatures (see CommitCertificate.verify).
         """
         if header.height != self.height + 1 or header.previous_hash != self.head_hash:
             raise BlockError("height", "block does not extend the head")
-        certificate.verify(header, self.authority_set, self.chain_id, self.origin)
+        certificate.verify(header, self.authority_set, self.chain_id, self.origin, signatures_checked)
         batch = WriteBatch()
         height_key = _u64(header.height)
         batch.put(

@@ -591,7 +591,8 @@ class ConsensusDriver:
         self, action: act.Commit, header: BlockHeader, records: Sequence[SignedRecord], delta: StateDelta
     ) -> None:
         started = time.perf_counter()
-        self.chain.commit(header, records, action.certificate, delta)
+        # The machine built the certificate from precommits and cosignatures it verified.
+        self.chain.commit(header, records, action.certificate, delta, signatures_checked=True)
         self._validated.clear()
         self._applied(header, records, started)
         self.post(ev.BlockApplied(action.height))

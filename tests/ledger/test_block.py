@@ -68,3 +68,19 @@ def test_checkpoint_note_carries_every_cosignature():
     checkpoint, signatures = verify_checkpoint(note, C.genesis.authority_set.verifiers, 3, origin=ORIGIN)
     assert checkpoint.tree_size == 1 and len(signatures) == 3
     assert checkpoint.extensions[0].startswith("lacre-block 1 ")
+
+
+STRUCTURAL = {k: v for k, v in BAD.items() if k in ("below quorum", "same authority twice", "signature by a non-member", "other block hash")}
+
+
+@pytest.mark.parametrize("tamper,message", STRUCTURAL.values(), ids=STRUCTURAL.keys())
+def test_a_certificate_whose_signatures_the_caller_checked_is_still_bound_and_counted(tamper, message):
+    with pytest.raises(BlockError, match=message):
+        tamper(certificate(C.authorities[:3])).verify(HEADER, C.genesis.authority_set, CHAIN_ID, ORIGIN, signatures_checked=True)
+
+
+def test_signatures_checked_skips_only_the_signature_checks():
+    forged = dataclasses.replace(certificate(C.authorities[:3]), round=1)  # every vote signature now fails
+    forged.verify(HEADER, C.genesis.authority_set, CHAIN_ID, ORIGIN, signatures_checked=True)
+    with pytest.raises(BlockError, match="precommit signature"):
+        forged.verify(HEADER, C.genesis.authority_set, CHAIN_ID, ORIGIN)
