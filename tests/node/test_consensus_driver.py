@@ -22,13 +22,15 @@ from ledger import codec, crypto
 from ledger.block import BlockError, CommitCertificate, precommit, vote_message
 from ledger.chain import Chain
 from ledger.crypto import KeyPair
+from ledger.genesis import Authority
 from ledger.governance import approve
 from ledger.records import ConsortiumChange, CredentialIssuance, SignedRecord
 from ledger.store import MemoryStore, WriteBatch
+from node import peer_session
 from node.consensus_driver import KEY_SIGNED, KEY_LOCKED_RECORDS, ConsensusDriver, decode_body, encode_body
 from node.mempool import Mempool
 from node.metrics import Metrics
-from node.peers import Envelope, EnvelopeError
+from node.peer_session import SessionError
 from node.service import LedgerService
 from tests.conftest import make_consortium, seeded_key
 
@@ -248,10 +250,9 @@ async def test_a_committed_change_gives_the_next_height_a_machine_for_the_new_se
         assert old is not None and set(driver.peers.urls) == {"inst-0", "inst-2", "inst-3"}
         _governed(chain, keys, "authority.add", name="inst-4", public_key=NEWCOMER.public_key, url=NEWCOMER_URL)
         height = chain.height
-        # Before the switch the newcomer is a stranger: its frames and votes are dropped.
-        newcomer_frame = Envelope("inst-4", "consensus", b"x").seal(NEWCOMER)
-        with pytest.raises(EnvelopeError):
-            Envelope.open(newcomer_frame, driver.peers.authorities)
+        # Before the switch the newcomer is a stranger: its links are refused and its votes dropped.
+        with pytest.raises(SessionError):
+            _newcomer_dials(driver)
         assert _dropped(old.step(ev.MessageReceived(_prevote(NEWCOMER, chain, height + 1)))) == ["not an authority"]
 
         await _step_once(driver, ev.BlockApplied(height))
@@ -259,11 +260,20 @@ async def test_a_committed_change_gives_the_next_height_a_machine_for_the_new_se
         machine = driver.machine
         assert machine is not old and machine.height == height + 1
         assert _dropped(machine.step(ev.MessageReceived(_prevote(NEWCOMER, chain, height + 1)))) == []
-        # Dialed at the URL its change record carries; its frames now pass.
+        # Dialed at the URL its change record carries; its links are now accepted.
         assert driver.peers.urls["inst-4"] == NEWCOMER_URL and len(driver.peers.urls) == 4
-        assert Envelope.open(newcomer_frame, driver.peers.authorities).sender == "inst-4"
+        assert _newcomer_dials(driver) == driver.peers.authorities.by_name("inst-4")
     finally:
         await driver.close()
+
+
+def _newcomer_dials(driver: ConsensusDriver) -> Authority:
+    """The newcomer's handshake with the driver's node, checked against its peers' set in force."""
+    peers = driver.peers
+    dialing = peer_session.dial(NEWCOMER.name, NEWCOMER, Authority(peers.name, peers.key.public_key))
+    reply, accepting = peer_session.accept(peers.name, peers.key, peers.authorities, dialing.hello)
+    confirm, _ = dialing.finish(reply)
+    return accepting.finish(confirm).dialer
 
 
 async def test_the_new_machine_keeps_what_was_signed_at_its_height_and_ignores_older_state(consortium, chain):

@@ -234,14 +234,17 @@ def test_equivocation_is_kept_as_evidence_and_garbage_is_dropped(cluster):
     from ledger import crypto
     from ledger.block import vote_message
     from ledger.genesis import Genesis
-    from node.peers import Envelope
+    from node.peer_session import SessionError
+    from node.peers import PEER_PATH, dial
 
     byzantine = cluster.names[3]
     cluster.nodes[byzantine].kill()  # its key is now the test's to misuse
     key = KeyPair.load(cluster.root / "authorities" / f"{byzantine}.key")
     outsider = KeyPair.generate("outsider")
-    chain = Genesis.load(cluster.root / "genesis.json").hash
+    genesis = Genesis.load(cluster.root / "genesis.json")
+    chain = genesis.hash
     target = cluster.url(cluster.names[0])
+    acceptor = genesis.authority_set.by_name(cluster.names[0])
 
     def prevote(height: int, block_hash: bytes) -> bytes:
         signature = key.sign(crypto.VOTE_CONTEXT, vote_message(chain, "prevote", height, 0, block_hash))
@@ -249,14 +252,18 @@ def test_equivocation_is_kept_as_evidence_and_garbage_is_dropped(cluster):
 
     async def attack() -> None:
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(target + "/v1/peer/ws") as ws:
-                await ws.send_bytes(os.urandom(100))                                        # garbage
-                await ws.send_str("hello")                                                  # not binary
-                await ws.send_bytes(Envelope(outsider.name, "consensus", b"x").seal(outsider))  # not an authority
+            for garbage in (os.urandom(100), "hello"):  # garbage, then not binary: the link is closed
+                async with session.ws_connect(target + PEER_PATH) as ws:
+                    await (ws.send_str(garbage) if isinstance(garbage, str) else ws.send_bytes(garbage))
+                    assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            with pytest.raises(SessionError):  # not an authority: refused at its hello
+                async with dial(session, target, outsider.name, outsider, acceptor):
+                    pass
+            async with dial(session, target, byzantine, key, acceptor) as link:  # the Byzantine authority
                 height = _height(cluster, cluster.names[0]) + 1
                 for h in range(height, height + 3):
                     for block_hash in (os.urandom(32), os.urandom(32)):
-                        await ws.send_bytes(Envelope(byzantine, "consensus", prevote(h, block_hash)).seal(key))
+                        await link.send("consensus", prevote(h, block_hash))
 
     asyncio.run(attack())
     deadline = time.monotonic() + 10
