@@ -112,9 +112,10 @@ FOLLOW_POLL_S = 0.25
 STALL_CATCH_UP_S = 3.0
 # A follower forwards again the records still pending here after this long.
 REFORWARD_S = 3.0
-# Messages for the next height kept for a machine of a new epoch (as many as
-# the machine itself buffers).
-NEXT_HEIGHT_KEPT_MAX = 4_096
+# Messages received at the current height, kept undecoded: if the next height
+# opens a new epoch, its machine needs those for it (from authorities the old
+# machine did not know, too). As many as the machine itself buffers.
+KEPT_MESSAGES_MAX = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ class ConsensusDriver:
         self._epoch: int | None = None  # the epoch `machine` (or following) was set up for
         self._sync_target = 0  # rotates the authority a follower fetches blocks from
         # Messages for machine.height + 1 as (height, event, sender), for `_enter_epoch`.
-        self._next_height: list[tuple[int, ev.MessageReceived, str | None]] = []
+        self._kept: list[tuple[ev.MessageReceived, str | None]] = []
         self.evidence_count = 0
         self._validated: dict[bytes, tuple[BlockHeader, tuple[SignedRecord, ...], StateDelta]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -293,9 +294,13 @@ class ConsensusDriver:
                  entry.epoch, entry.from_height, me.name, len(authorities))
         start = ev.Start()
         self._perform(self.machine.step(start), start, None)
-        kept, self._next_height = self._next_height, []
-        for height, event, sender in kept:
-            if height == self.machine.height:
+        kept, self._kept = self._kept, []
+        for event, sender in kept:
+            try:
+                _, message = decode_message(event.data)  # type: ignore[attr-defined]
+            except MessageError:
+                continue
+            if message.height == self.machine.height:
                 self._perform(self.machine.step(event), event, sender)
 
     def _load_signed(self) -> SignedState | None:
@@ -321,23 +326,12 @@ class ConsensusDriver:
                 height = self.machine.height
                 actions = self.machine.step(event)
                 self._perform(actions, event, relay_from)
-                if isinstance(event, ev.MessageReceived):
-                    self._keep_next_height(event, relay_from)
+                if isinstance(event, ev.MessageReceived) and len(self._kept) < KEPT_MESSAGES_MAX:
+                    self._kept.append((event, relay_from))
                 if self.machine.height != height:
-                    self._next_height = [k for k in self._next_height if k[0] > self.machine.height]
+                    self._kept = []
             except Exception:
                 log.exception("consensus step failed on %s", type(event).__name__)
-
-    def _keep_next_height(self, event: ev.MessageReceived, sender: str | None) -> None:
-        """Keep a message for the next height: if that height opens a new epoch, a new machine needs it."""
-        if len(self._next_height) >= NEXT_HEIGHT_KEPT_MAX:
-            return
-        try:
-            _, message = decode_message(event.data)
-        except MessageError:
-            return
-        if message.height == self.machine.height + 1:  # type: ignore[union-attr]
-            self._next_height.append((message.height, event, sender))
 
     async def _watch(self) -> None:
         """Fetch blocks while following (or stalled), and forward again what stays pending."""
