@@ -47,6 +47,9 @@ CONTEXT_OB_V3 = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# How a lone surrogate can reach a parsed string or key: as a \u escape, or
+# as itself in text given as str (UTF-8 decoding never yields one).
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 
 
@@ -184,22 +187,49 @@ def parse_json(data: bytes | str) -> Any:
         data = bytes(data)
         if len(data) > CREDENTIAL_BYTES_MAX:
             raise CredentialError(f"larger than {CREDENTIAL_BYTES_MAX} bytes; is this a credential?")
-        text = _decode(data)
+        text, from_bytes = _decode(data), True
     elif isinstance(data, str):
-        text = data
+        text, from_bytes = data, False
     else:
         raise TypeError("parse_json takes bytes or str")
     # RFC 8259 lets a parser ignore a byte order mark; editors on Windows add one.
     text = text.removeprefix("\ufeff")
+    refused: list[object] = []  # the parse hooks' refusals; the walk finds where they are
+
+    def on_object(pairs: list[tuple[str, Any]]) -> dict:
+        result = _object(pairs)
+        if type(result) is _DuplicateKeys:
+            refused.append(result)
+        return result
+
+    def on_int(text: str) -> int | _Refused:
+        result = _integer(text)
+        if type(result) is _Refused:
+            refused.append(result)
+        return result
+
+    def on_float(text: str) -> float | _Refused:
+        result = _float(text)
+        if type(result) is _Refused:
+            refused.append(result)
+        return result
+
+    def on_constant(text: str) -> _Refused:
+        result = _constant(text)
+        refused.append(result)
+        return result
+
     try:
-        value = json.loads(
-            text, object_pairs_hook=_object, parse_int=_integer, parse_float=_float, parse_constant=_constant
-        )
+        value = json.loads(text, object_pairs_hook=on_object, parse_int=on_int, parse_float=on_float,
+                           parse_constant=on_constant)
     except json.JSONDecodeError as error:
         raise CredentialError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise CredentialError("nested too deeply to be a credential") from None
-    _check_tree(value)
+    # The walk builds a JSON path for every value, most of the cost of a
+    # parse; it runs only when there is something to name a path for.
+    if refused or ("\\u" in text and _ESCAPED_SURROGATE.search(text)) or (not from_bytes and _SURROGATE.search(text)):
+        _check_tree(value)
     return value
 
 

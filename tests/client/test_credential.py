@@ -132,6 +132,11 @@ def test_paths_of_surrogate_pairs_are_fine():
     assert parse_credential('{"s": "\\ud83d\\ude02"}') == {"s": "\U0001F602"}
 
 
+def test_an_escaped_backslash_before_ud800_is_text_not_a_surrogate():
+    # Looks like an escape to the quick scan, which then walks the tree and finds nothing.
+    assert parse_credential('{"s": "\\\\ud800"}') == {"s": "\\ud800"}
+
+
 # --- ensure_id -----------------------------------------------------------------------------
 
 def test_ensure_id_adds_uuid_after_context():
