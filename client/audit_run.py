@@ -54,6 +54,9 @@ CHUNK_JOBS = 1024
 SAVE_INTERVAL_S = 10.0
 STATE_VERSION = 1
 GC_THRESHOLD = (100_000, 50, 100)
+# Table files the audit's own store keeps open: each holds its index and Bloom
+# filter in memory, and the store grows with the chain; the audit's memory must not.
+STATE_OPEN_FILES = 128
 """While replaying: every block makes tens of thousands of short-lived, acyclic
 objects; the default threshold (700) would run the cyclic collector over
 the live batch hundreds of times per block."""
@@ -308,7 +311,7 @@ def audit_chain(
         else:
             temporary = Path(tempfile.mkdtemp(prefix="lacre-audit-"))
             store_path = temporary / "audit.ldb"
-        store = LevelDBStore(store_path)
+        store = LevelDBStore(store_path, open_files=STATE_OPEN_FILES)
         try:
             auditor = Auditor(chain_genesis, store, trust)
         except AuditStoreError as error:

@@ -37,6 +37,9 @@ from ledger.genesis import Genesis, GenesisError
 from ledger.leveldb_store import LevelDBStore
 
 PAGE_BLOCKS = 100
+# A node's store is read in order, a table at a time: a few open tables
+# suffice, and each one open costs memory (its index and Bloom filter).
+SOURCE_OPEN_FILES = 64
 
 
 class SourceError(Exception):
@@ -165,7 +168,7 @@ class DataDirBlocks:
         if not (path / "CURRENT").exists():
             raise SourceError(f"{path} holds no LevelDB store (no chain.ldb)")
         try:
-            self._store: LevelDBStore | None = LevelDBStore(path, create=False)
+            self._store: LevelDBStore | None = LevelDBStore(path, create=False, open_files=SOURCE_OPEN_FILES)
         except Exception as error:  # plyvel.Error and OSError: locked, corrupt, unreadable
             raise SourceError(f"{path}: cannot open the store ({error}); is a node running on it?") from None
         self.path = path

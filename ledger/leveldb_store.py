@@ -29,7 +29,15 @@ class LevelDBStore:
     `kill -9` or power loss.
     """
 
-    def __init__(self, path: str | Path, create: bool = True, cache_bytes: int = 16 << 20) -> None:
+    def __init__(
+        self, path: str | Path, create: bool = True, cache_bytes: int = 16 << 20, open_files: int | None = None
+    ) -> None:
+        """`open_files`: table files kept open (default: most of `ulimit -n`, at most 5,000).
+
+        Each open table holds its index and Bloom filter in memory (tens of
+        KB), so a process whose memory must not grow with the store (an
+        audit) passes a bound, at the price of re-reading them on a reopen.
+        """
         self.path = Path(path)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +58,7 @@ class LevelDBStore:
             # At 10M credentials a store holds ~1,000 table files; with too
             # few handles LevelDB reopens them (index and filter re-read) and
             # status proofs ran at half speed. Bounded by `ulimit -n`.
-            max_open_files=_open_files_max(),
+            max_open_files=open_files or _open_files_max(),
         )
 
     @property
