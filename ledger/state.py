@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -375,9 +376,14 @@ class StoreStateView:
 
     ISSUER_CACHE_MAX = 100_000
     BATCH_CACHE_MAX = 10_000
+    # Ids read and found absent, until a commit writes them: a node judges a
+    # new id at admission and again in the block (a cohort: every one of its
+    # ids), and only the first judgement needs the store.
+    ABSENT_KNOWN_MAX = 262_144
 
     def __init__(self, store) -> None:
         self._store = store
+        self._absent: set[bytes] = set()
         self._issuers: dict[bytes, IssuerEntry | None] = {}
         self._batches: dict[bytes, BatchEntry | None] = {}
         self._consortium: ConsortiumEntry | None = None
@@ -420,6 +426,8 @@ class StoreStateView:
         return self._store.get(ISSUER_PREFIX + issuer_key)
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
+        if credential_id in self._absent:
+            return None
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
         if data is None:
             return None
@@ -433,7 +441,15 @@ class StoreStateView:
         return in_force(entry, self.batch(entry.batch_id)) if entry.batch_id else entry
 
     def credential_exists(self, credential_id: bytes) -> bool:
-        return self._store.get(CREDENTIAL_PREFIX + credential_id) is not None
+        absent = self._absent
+        if credential_id in absent:
+            return False
+        if self._store.get(CREDENTIAL_PREFIX + credential_id) is not None:
+            return True
+        if len(absent) >= self.ABSENT_KNOWN_MAX:
+            absent.clear()
+        absent.add(credential_id)
+        return False
 
     def credential_bytes(self, credential_id: bytes) -> bytes | None:
         """The credential's own entry in the credentials map (none for a batch member without one)."""
@@ -461,6 +477,8 @@ class StoreStateView:
 
     def committed(self, delta: "StateDelta", update: StateUpdate) -> None:
         """The store now holds `delta` and `update`: follow it."""
+        if self._absent:
+            self._absent.difference_update(delta.credential_ids_written())
         for key, entry in delta.issuers.items():
             self._issuers[key] = entry
         for key, entry in delta.batches.items():
@@ -726,6 +744,11 @@ class StateDelta:
     def members(self) -> int:
         """Credentials issued in this delta's new batches."""
         return len(self._members)
+
+    def credential_ids_written(self) -> Iterator[bytes]:
+        """Every credential id this delta gives a store entry: its own, or a batch member's marker."""
+        yield from self._credentials
+        yield from self._members
 
     def encoded_batches(self) -> dict[bytes, bytes]:
         if self._encoded is not None:

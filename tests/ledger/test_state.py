@@ -279,3 +279,21 @@ def test_a_credential_entry_encodes_as_the_canonical_codec_would(entry):
 
     mapping = codec.decode(entry.encode())
     assert entry.encode() == codec.encode(mapping) and list(mapping) == sorted(mapping)
+
+
+def test_committed_state_reads_an_absent_id_once_until_a_commit_writes_it(chain):
+    from ledger.state import CREDENTIAL_PREFIX
+
+    reads: list[bytes] = []
+    get = chain.store.get
+    chain.store.get = lambda key: (reads.append(key) if key.startswith(CREDENTIAL_PREFIX) else None) or get(key)
+    C_chain = make_consortium(1)  # the `chain` fixture's consortium: same seeded keys
+    C_chain.commit(chain, [register(ISSUER)])
+    cohort = batch(1, 2, 3)
+    proposed = chain.propose([cohort], "inst-0", 0, 1_700_000_000_001)  # judged against the store: 3 reads
+    chain.validate(proposed.header, [cohort])                            # judged again: none
+    assert len(reads) == 3 and not any(chain.state.credential_exists(cid(n)) for n in (1, 2, 3))
+    C_chain.commit(chain, [cohort])
+    assert all(chain.state.credential_exists(cid(n)) for n in (1, 2, 3)), "the commit wrote them: read again"
+    with pytest.raises(RuleError, match="credential-unique|batch-unique"):
+        StateDelta(chain.state, chain.authority_set).apply(batch(2, batch_id=b"\xb2" * 32), 9)
