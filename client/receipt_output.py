@@ -46,8 +46,20 @@ def receipt_texts(document: dict, ids: Sequence[bytes], tree: BatchTree, compact
         head, quote, comma = '{\n  "credential_id": "%s",\n  "batch": {\n    "index": %d,\n    "path": [\n      ', '"', '",\n      "'
         tail = "\n    ]\n  },"
 
+    # An upper node sits on many members' paths: hex each node once, not once per path.
+    hex_levels = [[node.hex() for node in level] for level in tree.levels[:-1]]
+
+    def hex_path(index: int) -> list[str]:
+        path = []
+        for level in hex_levels:
+            sibling = index ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            index //= 2
+        return path
+
     def text(index: int, credential_id: bytes) -> str:
-        path = [node.hex() for node in tree.path(index)]
+        path = hex_path(index)
         listed = quote + comma.join(path) + quote if path else ""
         if not path and not compact:
             return (head % (credential_id.hex(), index)).rstrip() + "]\n  }," + shared_text
