@@ -420,6 +420,8 @@ class SignedRecord:
     ids: bytes = field(repr=False, compare=False, default=b"")
     """A batch's credential ids, 32 bytes each, in tree order; empty for other kinds."""
     leaf: bytes = field(repr=False, compare=False, default=b"")
+    listed: tuple[bytes, ...] = field(repr=False, compare=False, default=())
+    """`ids` split into ids, once: a node judges a batch at admission, in the block and on commit."""
 
     def __post_init__(self) -> None:
         _need(type(self.body) in BODY_TYPES.values(), "unknown record body")
@@ -433,7 +435,7 @@ class SignedRecord:
         )
         batch = type(self.body) is CredentialBatch
         if batch:
-            _check_batch_ids(self.body, self.ids)
+            object.__setattr__(self, "listed", _check_batch_ids(self.body, self.ids))
         else:
             _need(not self.ids, "only a batch carries ids")
         if not self.unsigned:
@@ -449,9 +451,9 @@ class SignedRecord:
     def kind(self) -> str:
         return self.body.KIND
 
-    def credential_ids(self) -> list[bytes]:
-        """A batch's ids, in tree order."""
-        return split_ids(self.ids)
+    def credential_ids(self) -> tuple[bytes, ...]:
+        """A batch's ids, in tree order (none for a batch's leaf data alone)."""
+        return self.listed
 
     def _map(self, with_signature: bool) -> dict:
         mapping = {
@@ -554,14 +556,15 @@ class SignedRecord:
         return record
 
 
-def _check_batch_ids(body: "CredentialBatch", ids: bytes) -> None:
-    """A batch's ids, when present, are `count` distinct ids whose root is the signed one."""
+def _check_batch_ids(body: "CredentialBatch", ids: bytes) -> tuple[bytes, ...]:
+    """A batch's ids, when present, are `count` distinct ids whose root is the signed one; returns them."""
     if not ids:
-        return  # leaf data alone: what a receipt carries
+        return ()  # leaf data alone: what a receipt carries
     _need(type(ids) is bytes and len(ids) == 32 * body.count, f"ids must be {body.count} ids of 32 bytes")
-    listed = split_ids(ids)
+    listed = tuple(split_ids(ids))
     _need(len(set(listed)) == body.count, "a batch lists each credential id once")
     _need(batch_root(listed) == body.root, "ids do not hash to the signed root")
+    return listed
 
 
 def leaf_data(data: bytes) -> bytes:
