@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -355,6 +355,7 @@ class StateView(Protocol):
     def issuer(self, issuer_key: bytes) -> IssuerEntry | None: ...
     def credential(self, credential_id: bytes) -> CredentialEntry | None: ...
     def credential_exists(self, credential_id: bytes) -> bool: ...
+    def first_existing(self, credential_ids: Sequence[bytes]) -> int | None: ...
     def batch(self, batch_id: bytes) -> BatchEntry | None: ...
 
 
@@ -451,6 +452,19 @@ class StoreStateView:
         absent.add(credential_id)
         return False
 
+    def first_existing(self, credential_ids: Sequence[bytes]) -> int | None:
+        """The index of the first id with an entry (a cohort's ids: one call, not one per id)."""
+        absent, get, prefix = self._absent, self._store.get, CREDENTIAL_PREFIX
+        for index, credential_id in enumerate(credential_ids):
+            if credential_id in absent:
+                continue
+            if get(prefix + credential_id) is not None:
+                return index
+            if len(absent) >= self.ABSENT_KNOWN_MAX:
+                absent.clear()
+            absent.add(credential_id)
+        return None
+
     def credential_bytes(self, credential_id: bytes) -> bytes | None:
         """The credential's own entry in the credentials map (none for a batch member without one)."""
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
@@ -530,6 +544,15 @@ class StateDelta:
     def credential_exists(self, credential_id: bytes) -> bool:
         return (credential_id in self._credentials or credential_id in self._members
                 or self._base.credential_exists(credential_id))
+
+    def first_existing(self, credential_ids: Sequence[bytes]) -> int | None:
+        first = self._base.first_existing(credential_ids)
+        credentials, members = self._credentials, self._members
+        if credentials or members:
+            for index, credential_id in enumerate(credential_ids[:first]):
+                if credential_id in credentials or credential_id in members:
+                    return index
+        return first
 
     def batch(self, batch_id: bytes) -> BatchEntry | None:
         entry = self._batches.get(batch_id)
@@ -682,10 +705,10 @@ class StateDelta:
             raise RuleError("batch-ids", "a batch is judged with its ids")
         if self.batch(body.batch_id) is not None:
             raise RuleError("batch-unique", "batch id already on the ledger")
-        exists = self.credential_exists
-        for index, credential_id in enumerate(record.credential_ids()):
-            if exists(credential_id):
-                raise RuleError("credential-unique", f"credential {index} ({credential_id.hex()}) already on the ledger")
+        listed = record.credential_ids()
+        index = self.first_existing(listed)
+        if index is not None:
+            raise RuleError("credential-unique", f"credential {index} ({listed[index].hex()}) already on the ledger")
         return BatchEntry(
             body.batch_id, record.signer, leaf, body.root, body.count, body.issued_at, body.expires_at,
             body.achievement_type,

@@ -181,6 +181,9 @@ class EmptyState:
     def credential_exists(self, cid):
         return False
 
+    def first_existing(self, cids):
+        return None
+
     def batch(self, batch_id):
         return None
 
@@ -297,3 +300,21 @@ def test_committed_state_reads_an_absent_id_once_until_a_commit_writes_it(chain)
     assert all(chain.state.credential_exists(cid(n)) for n in (1, 2, 3)), "the commit wrote them: read again"
     with pytest.raises(RuleError, match="credential-unique|batch-unique"):
         StateDelta(chain.state, chain.authority_set).apply(batch(2, batch_id=b"\xb2" * 32), 9)
+
+
+@pytest.mark.parametrize("listed, first", [
+    ((9,), None),
+    ((9, 5, 2), 1),   # issued in the delta, before one committed
+    ((9, 2, 5), 1),   # committed, before one issued in the delta
+    ((9, 8, 4), 2),
+    ((), None),
+])
+def test_first_existing_is_the_first_id_issued_in_the_delta_or_before_it(chain, listed, first):
+    consortium = make_consortium(1)
+    consortium.commit(chain, [register(ISSUER)])
+    consortium.commit(chain, [batch(1, 2, 3)])
+    delta = StateDelta(chain.state, chain.authority_set)
+    delta.apply(batch(4, 5, batch_id=b"\xb2" * 32), 9)
+    ids = [cid(n) for n in listed]
+    assert delta.first_existing(ids) == first
+    assert chain.state.first_existing(ids) == next((i for i, n in enumerate(listed) if n in (1, 2, 3)), None)
