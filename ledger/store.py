@@ -24,16 +24,19 @@ class WriteBatch:
     Later operations on the same key win, as in LevelDB.
     """
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "deletes")
 
     def __init__(self) -> None:
         self.ops: list[tuple[bytes, bytes | None]] = []
+        self.deletes = False
+        """Whether any op is a delete (value None); a batch of puts only is applied in one C loop."""
 
     def put(self, key: bytes, value: bytes) -> None:
         self.ops.append((key, value))
 
     def delete(self, key: bytes) -> None:
         self.ops.append((key, None))
+        self.deletes = True
 
     def __len__(self) -> int:
         return len(self.ops)
