@@ -58,6 +58,12 @@ _ISSUANCES = (CredentialIssuance, CredentialBatch)
 _UNIQUE_BY_RULE = {"credential-unique", "batch-unique"}
 
 
+def refused_again_by_rules(record: SignedRecord) -> bool:
+    """Whether the rules refuse `record` once it is on the ledger (an issuance: its id is taken),
+    so that admission need not read the record index to keep it out."""
+    return type(record.body) in _ISSUANCES
+
+
 def batched(record: SignedRecord) -> int:
     """How many credentials a record issues in a batch (0 for any other record)."""
     return record.body.count if type(record.body) is CredentialBatch else 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ledger import crypto
-from ledger.chain import Chain, RecordLocation
+from ledger.chain import Chain, RecordLocation, refused_again_by_rules
 from ledger.records import RecordError, SignedRecord
 from ledger.state import RuleError, StateDelta
 from node.mempool import Mempool, weight
@@ -214,7 +214,8 @@ class LedgerService:
             if record_hash in seen or record_hash in pending or record_hash in inflight:
                 continue
             seen.add(record_hash)
-            if self.chain.locate(record_hash) is None:
+            # An issuance on the ledger already is refused by the rules below: no index read.
+            if refused_again_by_rules(record) or self.chain.locate(record_hash) is None:
                 fresh.append(record)
         hashes = [record.hash for record in fresh]
         inflight.update(hashes)

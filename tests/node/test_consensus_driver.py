@@ -191,6 +191,15 @@ async def test_gossip_skips_pending_and_inflight_records_and_returns_the_verifie
     assert fresh.hash in service.mempool and inflight.hash not in service.mempool
 
 
+async def test_gossip_of_a_committed_record_admits_nothing(consortium, chain):
+    driver = _driver(consortium, chain)
+    service = driver.service
+    issued = consortium.issuance(7)
+    consortium.commit(chain, [issued])  # refused by the credential-unique rule, with no index read
+    await service.admit_each([issued.encoded])
+    assert issued.hash not in service.mempool and len(service.mempool) == 0
+
+
 # -- epochs ---------------------------------------------------------------------
 
 NEWCOMER = seeded_key("inst-4")
