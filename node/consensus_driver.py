@@ -105,6 +105,12 @@ def gossip_frames(encoded: list[bytes]) -> Iterator[bytes]:
 # A proposal's records that are neither pending nor being admitted are asked
 # from the proposer at once, then from every peer each period until they come.
 FETCH_RETRY_S = 0.5
+# How far ahead of this node's clock a proposed block's time may be. A
+# proposer stamps its own clock (never below the previous block's); without a
+# bound, one Byzantine proposer could push `lacre-time` into the future and
+# every later block (times never decrease) with it. Generous, so that honest
+# clocks a few seconds apart never refuse each other.
+TIMESTAMP_AHEAD_MAX_MS = 10_000
 # A follower asks an authority for new blocks this often.
 FOLLOW_POLL_S = 0.25
 # An authority whose chain has not moved for this long fetches blocks itself
@@ -486,6 +492,9 @@ class ConsensusDriver:
                 raise BlockError("proposal-binding", "body does not match the proposed hash")
             if len(body.record_hashes) != header.record_count or header.record_count > self.chain.block_records_max:
                 raise BlockError("record-count", "record hashes differ from the header's count")
+            previous_ms = self.chain.head.timestamp_ms if self.chain.head else 0
+            if header.timestamp_ms > max(self.clock_ms() + TIMESTAMP_AHEAD_MAX_MS, previous_ms):
+                raise BlockError("timestamp-ahead", f"block time {header.timestamp_ms} is ahead of this node's clock")
             records = await self._resolve(height, body)
             if records is not None and self.chain.height + 1 == height:
                 # Every resolved record was decoded and verified once on this node.

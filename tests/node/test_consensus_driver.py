@@ -61,9 +61,9 @@ def chain(consortium) -> Chain:
     return chain
 
 
-def _proposal(chain: Chain, records: list[SignedRecord]) -> Value:
+def _proposal(chain: Chain, records: list[SignedRecord], timestamp_ms: int = 1_700_000_000_000) -> Value:
     proposer = chain.authority_set.proposer(chain.height + 1, 0).name
-    header = chain.propose(records, proposer, 0, 1_700_000_000_000).header
+    header = chain.propose(records, proposer, 0, timestamp_ms).header
     return Value(header.hash, encode_body(header, [r.hash for r in records]), header.checkpoint(chain.origin).text())
 
 
@@ -98,6 +98,21 @@ async def test_a_proposal_of_pending_records_is_valid_without_fetching(consortiu
     value = _proposal(chain, records)
     await driver._validate_async(chain.height + 1, value)
     assert _validated(driver) == [True] and driver.peers.send == []
+
+
+@pytest.mark.parametrize("ahead_ms, valid", [(0, True), (9_000, True), (11_000, False), (86_400_000, False)])
+async def test_a_block_time_ahead_of_the_clock_is_refused(consortium, chain, ahead_ms, valid):
+    driver = _driver(consortium, chain)
+    driver.clock_ms = lambda: 1_800_000_000_000
+    await driver._validate_async(chain.height + 1, _proposal(chain, [], 1_800_000_000_000 + ahead_ms))
+    assert _validated(driver) == [valid]
+
+
+async def test_a_block_no_later_than_the_previous_one_is_valid_whatever_the_clock(consortium, chain):
+    driver = _driver(consortium, chain)
+    driver.clock_ms = lambda: chain.head.timestamp_ms - 3_600_000  # this node's clock is an hour behind
+    await driver._validate_async(chain.height + 1, _proposal(chain, [], chain.head.timestamp_ms))
+    assert _validated(driver) == [True]
 
 
 async def test_missing_records_are_fetched_from_the_proposer_even_if_the_mempool_refuses_them(consortium, chain):
