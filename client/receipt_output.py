@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from client.batch_receipts import batch_receipts
-from ledger.batch import BatchTree
+from ledger.batch import BatchTree, level_path
 
 
 def receipt_texts(document: dict, ids: Sequence[bytes], tree: BatchTree, compact: bool) -> Iterator[str]:
@@ -47,19 +47,10 @@ def receipt_texts(document: dict, ids: Sequence[bytes], tree: BatchTree, compact
         tail = "\n    ]\n  },"
 
     # An upper node sits on many members' paths: hex each node once, not once per path.
-    hex_levels = [[node.hex() for node in level] for level in tree.levels[:-1]]
-
-    def hex_path(index: int) -> list[str]:
-        path = []
-        for level in hex_levels:
-            sibling = index ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
-            index //= 2
-        return path
+    hex_levels = [[node.hex() for node in level] for level in tree.levels]
 
     def text(index: int, credential_id: bytes) -> str:
-        path = hex_path(index)
+        path = level_path(hex_levels, index)
         listed = quote + comma.join(path) + quote if path else ""
         if not path and not compact:
             return (head % (credential_id.hex(), index)).rstrip() + "]\n  }," + shared_text

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ledger.merkle import ProofError, verify_inclusion
+
+T = TypeVar("T")
 
 ID_BYTES = 32
 BATCH_CREDENTIALS_MAX = 65_536
@@ -88,13 +91,19 @@ class BatchTree:
         """The RFC 9162 audit path of leaf `index`, leaf to root."""
         if not 0 <= index < self.size:
             raise ValueError(f"index {index} outside a batch of {self.size}")
-        path = []
-        for level in self.levels[:-1]:
-            sibling = index ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
-            index //= 2
-        return path
+        return level_path(self.levels, index)
+
+
+def level_path(levels: Sequence[Sequence[T]], index: int) -> list[T]:
+    """The siblings of leaf `index`'s ancestors in `levels` (a BatchTree's, or the same nodes
+    in another form, e.g. hex), leaf to root: its audit path. The last level is the root."""
+    path = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        index //= 2
+    return path
 
 
 def verify_batch_path(credential_id: bytes, index: int, count: int, path: Sequence[bytes], root: bytes) -> None:
