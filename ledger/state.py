@@ -442,15 +442,7 @@ class StoreStateView:
         return in_force(entry, self.batch(entry.batch_id)) if entry.batch_id else entry
 
     def credential_exists(self, credential_id: bytes) -> bool:
-        absent = self._absent
-        if credential_id in absent:
-            return False
-        if self._store.get(CREDENTIAL_PREFIX + credential_id) is not None:
-            return True
-        if len(absent) >= self.ABSENT_KNOWN_MAX:
-            absent.clear()
-        absent.add(credential_id)
-        return False
+        return self.first_existing((credential_id,)) is not None
 
     def first_existing(self, credential_ids: Sequence[bytes]) -> int | None:
         """The index of the first id with an entry (a cohort's ids: one call, not one per id)."""
