@@ -282,8 +282,7 @@ class Chain:
             if count and in_batches + count > BLOCK_BATCHED_MAX:
                 continue  # it waits for a later block
             record_hash = record.hash
-            issuance = type(record.body) in _ISSUANCES
-            if record_hash in seen or (not issuance and self.locate(record_hash) is not None):
+            if record_hash in seen or (not refused_again_by_rules(record) and self.locate(record_hash) is not None):
                 rejected.append((record, RuleError("record-unique", "record already on the ledger")))
                 continue
             try:
@@ -359,8 +358,7 @@ class Chain:
             in_batches += batched(record)
             if in_batches > BLOCK_BATCHED_MAX:
                 raise BlockError("block-batched-max", f"more than {BLOCK_BATCHED_MAX} credentials in batches")
-            issuance = type(record.body) in _ISSUANCES
-            if record.hash in seen or (not issuance and self.locate(record.hash) is not None):
+            if record.hash in seen or (not refused_again_by_rules(record) and self.locate(record.hash) is not None):
                 raise BlockError("record-unique", f"record {i} is already on the ledger")
             seen.add(record.hash)
             try:
