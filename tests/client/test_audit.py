@@ -95,15 +95,20 @@ def certify(header, signers=None) -> CommitCertificate:
     return CommitCertificate(header.height, 0, header.hash, signatures)
 
 
-@pytest.fixture(scope="module")
-def chain_blocks():
+def committed_blocks(blocks: list[list[SignedRecord]]) -> list:
+    """The certified blocks of a chain that commits `blocks` of records, each in full."""
     chain = Chain(MemoryStore(), C.genesis)
-    for records in BLOCKS:
+    for records in blocks:
         proposed = chain.propose(records, chain.authority_set.proposer(chain.height + 1, 0).name, 0,
                                  1_700_000_000_000 + 1000 * chain.height)
         assert not proposed.rejected, proposed.rejected
         chain.commit(proposed.header, proposed.records, certify(proposed.header), proposed.delta)
     return [chain.block(h) for h in range(1, chain.height + 1)]
+
+
+@pytest.fixture(scope="module")
+def chain_blocks():
+    return committed_blocks(BLOCKS)
 
 
 def audit(**arguments):
@@ -413,13 +418,7 @@ def _batch_chain():
         [SignedRecord.sign(CredentialRevocation(cid(102), "fraud", 1_700_000_100), ISSUER_B)],
         [SignedRecord.sign(BatchRevocation(batch.body.batch_id, "key_compromise", 1_700_000_200), ISSUER_B)],
     ]
-    chain = Chain(MemoryStore(), C.genesis)
-    for records in blocks:
-        proposed = chain.propose(records, chain.authority_set.proposer(chain.height + 1, 0).name, 0,
-                                 1_700_000_000_000 + 1000 * chain.height)
-        assert not proposed.rejected, proposed.rejected
-        chain.commit(proposed.header, proposed.records, certify(proposed.header), proposed.delta)
-    return [chain.block(h) for h in range(1, chain.height + 1)]
+    return committed_blocks(blocks)
 
 
 def _other_ids(blocks):
