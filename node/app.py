@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -36,6 +37,9 @@ from node.producer import BlockProducer, sole_authority
 from node.service import LedgerService
 
 log = logging.getLogger("lacre.node")
+
+GC_THRESHOLD = (50_000, 20, 100)
+"""The cyclic collector's thresholds once the node serves (CPython's default: 700, 10, 10)."""
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -149,6 +153,7 @@ async def serve(config: NodeConfig) -> None:
     temporary.write_text(url + "\n")
     os.replace(temporary, url_file)
     log.info("node %s serving at %s", config.name, url)
+    _tune_collector()
     print(f"{config.name} {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,6 +163,26 @@ async def serve(config: NodeConfig) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def _tune_collector() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Under load a node allocates many short-lived objects per record (decoded
+    records, state entries, write-batch tuples) while tens of thousands of
+    pending records stay alive in the mempool. With CPython's default
+    thresholds the collector kept running full collections over all of them:
+    in a 16 s saturation run of the 4-node devnet, 12 per node taking about
+    1 s of wall time in all, each one stalling the event loop; these settings
+    raised committed records/s by about 8% (docs/consensus.md, "Measured"). What
+    exists once the node serves (modules, the chain's caches) is frozen out of
+    every collection, and the young generation is collected every 50,000
+    allocations, not 700. Reference counting still frees everything acyclic
+    at once; only cyclic garbage waits a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def main(config_path: str | Path) -> None:
