@@ -581,7 +581,7 @@ async def partition(request: web.Request) -> web.Response:
     except (ValueError, KeyError, TypeError):
         raise ApiError(400, "malformed-request", 'body must be {"blocked": [names]}') from None
     driver = _driver(request)
-    driver.peers.blocked = blocked
+    driver.peers.block(blocked)
     return web.json_response({"blocked": sorted(blocked)})
 
 

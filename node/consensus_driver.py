@@ -187,6 +187,7 @@ class ConsensusDriver:
         self.clock_ms = clock_ms
         self.events: asyncio.Queue = asyncio.Queue()
         self.peers = Peers(key.name, key, chain.authority_set, {}, self._on_frame)
+        self.peers.on_link_up = self._send_pending
         self.forwarder = Forwarder(self._authority_urls)
         # None while following: the node signs nothing.
         self.machine: Machine | None = None
@@ -444,6 +445,17 @@ class ConsensusDriver:
         if not self._gossip_scheduled:
             self._gossip_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_gossip)
+
+    def _send_pending(self, peer: str) -> None:
+        """A link to `peer` came up: send it every record pending here.
+
+        Gossip is sent once, so a record admitted while the link was down (a
+        partition, a restart) would otherwise reach that peer only in a block
+        this node proposes. The peer skips what it already holds unverified.
+        """
+        pending = [record.encoded for record in self.service.mempool.records.values()]
+        for frame in gossip_frames(pending):
+            self.peers.send("records", frame, to=peer)
 
     def _flush_gossip(self) -> None:
         self._gossip_scheduled = False

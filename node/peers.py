@@ -29,9 +29,14 @@ are dialed and links to removed ones closed, while links to the authorities
 that stay are kept. A node that is not an authority (a follower) dials no
 one: no acceptor would finish its handshake.
 
-For tests, `blocked` names peers whose traffic is dropped both ways (a
-partition without touching the kernel). `dial` is public so that tests can
-speak to a node as an authority would.
+`on_link_up(peer)`, if set, is called each time a link to `peer` comes up:
+frames queued or sent while it was down may be lost, and what only this
+node holds (its pending records) must reach the peer all the same.
+
+For tests, `block` names peers whose traffic is dropped both ways (a
+partition without touching the kernel); unblocking a peer counts as its link
+coming up. `dial` is public so that tests can speak to a node as an
+authority would.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class Peers:
         self.authorities = authorities
         self.urls: dict[str, str] = {}
         self.handler = handler
+        self.on_link_up: Callable[[str], None] | None = None
         self.blocked: set[str] = set()
         self.connected: set[str] = set()
         self.frames_dropped = 0
@@ -126,6 +132,20 @@ class Peers:
         if self._session is not None:
             await self._session.close()
 
+    def block(self, peers: set[str]) -> None:
+        """Drop all traffic with `peers` from now on (and no longer with any other)."""
+        healed = self.blocked - peers
+        self.blocked = set(peers)
+        for peer in sorted(healed & self.connected):
+            self._link_up(peer)
+
+    def _link_up(self, peer: str) -> None:
+        if self.on_link_up is not None:
+            try:
+                self.on_link_up(peer)
+            except Exception:
+                log.exception("on_link_up(%s) failed", peer)
+
     def send(self, kind: str, payload: bytes, to: str | None = None, exclude: str | None = None) -> None:
         """Queue `payload` for one peer or all (but `exclude`); never blocks.
 
@@ -154,6 +174,8 @@ class Peers:
                     up_at = loop.time()
                     self.connected.add(peer)
                     log.info("link to %s up", peer)
+                    if peer not in self.blocked:
+                        self._link_up(peer)
                     await self._forward(peer, link, queue)
                 log.debug("link to %s closed by the peer", peer)
             except asyncio.CancelledError:

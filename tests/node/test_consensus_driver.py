@@ -165,6 +165,15 @@ async def test_a_want_is_answered_with_the_records_this_node_has(consortium, cha
     assert driver.peers.send == [("records", [record.encoded], "inst-2")]
 
 
+async def test_a_peer_whose_link_comes_up_is_sent_every_pending_record(consortium, chain):
+    driver = _driver(consortium, chain)
+    driver.peers.on_link_up("inst-3")  # nothing pending: nothing sent
+    records = [consortium.issuance(i) for i in range(3)]
+    await driver.service.admit_each([r.encoded for r in records])
+    driver.peers.on_link_up("inst-3")  # e.g. a partition healed: gossip sent meanwhile was lost
+    assert driver.peers.send == [("records", [r.encoded for r in records], "inst-3")]
+
+
 async def test_the_locked_value_records_survive_a_restart_once_per_lock(consortium, chain):
     store = MemoryStore()
     driver = _driver(consortium, chain, store)

@@ -176,7 +176,7 @@ async def test_frames_from_a_removed_authority_are_dropped_on_a_live_link(nodes,
 
 async def test_frames_from_a_blocked_peer_are_dropped(nodes, session):
     a, b = nodes
-    b.peers.blocked = {"inst-0"}
+    b.peers.block({"inst-0"})
     async with dial(session, b.url, "inst-0", a.key, _authority(b.key)) as link:
         await link.send("consensus", b"cut off")
     await b.link_ended()
@@ -187,3 +187,20 @@ def test_sending_an_unknown_kind_is_the_callers_error():
     peers = Peers("inst-0", CONSORTIUM.authorities[0], AUTHORITIES, {"inst-1": "http://127.0.0.1:1"}, print)
     with pytest.raises(ValueError):
         peers.send("gossip", b"x")
+
+
+async def test_each_link_coming_up_is_announced_and_healing_a_partition_counts(nodes):
+    a, b = nodes
+    ups: asyncio.Queue[str] = asyncio.Queue()
+    a.peers.on_link_up = ups.put_nowait
+    a.peers.update(AUTHORITIES, {b.key.name: b.url})
+    await a.peers.start()
+    assert await asyncio.wait_for(ups.get(), WAIT_S) == "inst-1"
+    a.peers.block({"inst-1"})
+    a.peers.block({"inst-1"})  # still blocked: nothing came up
+    assert ups.empty()
+    a.peers.block(set())
+    assert ups.get_nowait() == "inst-1" and ups.empty()
+    a.peers.block({"inst-2"})  # never linked: nothing to announce when it heals
+    a.peers.block(set())
+    assert ups.empty()
