@@ -64,3 +64,23 @@ def test_random_bytes_only_raise_codec_error(data):
     except codec.CodecError:
         return
     assert codec.encode(value) == data
+
+
+@pytest.mark.parametrize("refused", [{"a": [1, object()]}, [b"x", 2**70]], ids=["an object", "a huge int"])
+def test_a_value_refused_half_packed_leaves_nothing_behind(refused):
+    # encode_canonical trusts its caller and packs as it goes; the bytes
+    # packed before the refusal must not lead the next encoding.
+    with pytest.raises((TypeError, OverflowError, ValueError)):
+        codec.encode_canonical(refused)
+    assert codec.encode({"b": 1}) == msgpack.packb({"b": 1})
+
+
+def test_threads_packing_at_once_each_get_their_own_bytes():
+    from concurrent.futures import ThreadPoolExecutor
+
+    def pack(i: int) -> bool:
+        value = {"i": i, "blob": bytes([i % 256]) * (i % 97)}
+        return all(codec.decode(codec.encode(value)) == value for _ in range(200))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(pack, range(64)))
