@@ -404,14 +404,12 @@ class Chain:
             BLOCK_PREFIX + height_key,
             codec.encode({"certificate": certificate.to_map(), "header": header.to_map()}),
         )
-        leaf = self.log_size
-        leaf_hashes = []
-        for record in records:
-            record_hash = record.hash
-            leaf_hashes.append(record_hash)
-            batch.put(RECORD_PREFIX + _u64(leaf), record.encoded)
-            batch.put(INDEX_PREFIX + record_hash, _u64(leaf) + height_key)
-            leaf += 1
+        first = self.log_size
+        leaf_hashes = [record.hash for record in records]
+        batch.put_all([(RECORD_PREFIX + _u64(first + i), record.encoded)
+                       for i, record in enumerate(records)])
+        batch.put_all([(INDEX_PREFIX + record_hash, _u64(first + i) + height_key)
+                       for i, record_hash in enumerate(leaf_hashes)])
         root = self.log.append(leaf_hashes, batch)
         if root != header.log_root or self.log.size != header.log_size:
             # Unreachable for a validated block; refuse rather than corrupt.
@@ -420,8 +418,7 @@ class Chain:
         sealed = delta.seal()
         if sealed.root != header.state_root:
             raise BlockError("state-root", "state root differs from the header")
-        for key, value in delta.puts():
-            batch.put(key, value)
+        batch.put_all(delta.puts())
         batch.put(KEY_HEAD, height_key)
         try:
             self.store.write(batch, sync=sync)

@@ -43,6 +43,16 @@ def test_later_operation_on_a_key_wins_within_a_batch(store):
     assert (store.get(b"a"), store.get(b"b"), store.get(b"c")) == (b"2", None, b"3")
 
 
+def test_put_all_is_puts_in_order_among_other_operations(store):
+    batch = WriteBatch()
+    batch.put(b"a", b"0")
+    batch.put_all([(b"a", b"1"), (b"b", b"1")])
+    batch.delete(b"b")
+    batch.put_all(iter([(b"c", b"1"), (b"c", b"2")]))
+    store.write(batch)
+    assert (store.get(b"a"), store.get(b"b"), store.get(b"c")) == (b"1", None, b"2")
+
+
 def test_a_batch_applies_whole(store):
     write(store, *[(b"n%03d" % i, b"%d" % i) for i in range(100)])
     assert [store.get(b"n%03d" % i) for i in range(100)] == [b"%d" % i for i in range(100)]
