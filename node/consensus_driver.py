@@ -197,7 +197,10 @@ class ConsensusDriver:
         self._kept: list[tuple[ev.MessageReceived, str | None]] = []
         self.evidence_count = 0
         self._validated: dict[bytes, tuple[BlockHeader, tuple[SignedRecord, ...], StateDelta]] = {}
-        self._tasks: list[asyncio.Task] = []
+        # Tasks the driver started, until they end (the loop holds only weak
+        # references to tasks): a set that each task leaves when done, since
+        # thousands of gossip admissions may run at once under load.
+        self._tasks: set[asyncio.Task] = set()
         self._syncing: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="consensus")
@@ -222,11 +225,17 @@ class ConsensusDriver:
         self.service.on_admitted = self._gossip_records
         self._enter_epoch()
         await self.peers.start()
-        self._tasks.append(asyncio.create_task(self._run(), name="consensus"))
-        self._tasks.append(asyncio.create_task(self._watch(), name="follow"))
+        self._spawn(self._run(), name="consensus")
+        self._spawn(self._watch(), name="follow")
+
+    def _spawn(self, coroutine, name: str | None = None) -> asyncio.Task:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
-        for task in self._tasks + ([self._syncing] if self._syncing else []):
+        for task in list(self._tasks) + ([self._syncing] if self._syncing else []):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -377,7 +386,7 @@ class ConsensusDriver:
                 timeout = ev.TimeoutFired(action.height, action.round, action.kind)
                 asyncio.get_running_loop().call_later(action.duration_ms / 1000, self.post, timeout)
             elif isinstance(action, act.BuildProposal):
-                self._tasks.append(asyncio.create_task(self._build(action.height, action.round)))
+                self._spawn(self._build(action.height, action.round))
             elif isinstance(action, act.ValidateProposal):
                 self._validate(action)
             elif isinstance(action, act.Commit):
@@ -392,7 +401,6 @@ class ConsensusDriver:
         if relay_from is not None and not dropped:
             # New and valid: relay once, so one broken link cannot starve a quorum.
             self.peers.send("consensus", event.data, exclude=relay_from)  # type: ignore[union-attr]
-        self._tasks = [t for t in self._tasks if not t.done()]
 
     # -- frames from peers ----------------------------------------------------
 
@@ -402,8 +410,7 @@ class ConsensusDriver:
         elif kind == "consensus":
             self.post(ev.MessageReceived(payload), relay_from=sender)
         elif kind == "records":
-            # Kept in _tasks: the loop holds only weak references to tasks.
-            self._tasks.append(asyncio.create_task(self._admit_gossip(payload)))
+            self._spawn(self._admit_gossip(payload))
         elif kind == "want":
             self._serve_want(sender, payload)
 
@@ -493,7 +500,7 @@ class ConsensusDriver:
     def _validate(self, action: act.ValidateProposal) -> None:
         value = action.message.value
         height = action.message.height
-        self._tasks.append(asyncio.create_task(self._validate_async(height, value)))
+        self._spawn(self._validate_async(height, value))
 
     async def _validate_async(self, height: int, value: Value) -> None:
         valid = False
@@ -587,7 +594,7 @@ class ConsensusDriver:
         if cached is None or cached[0].height != action.height or cached[0].previous_hash != self.chain.head_hash:
             # A value decided without this node validating it (a lock restored
             # after a restart): its records may need fetching first.
-            self._tasks.append(asyncio.create_task(self._commit_unvalidated(action)))
+            self._spawn(self._commit_unvalidated(action))
             return
         self._commit_validated(action, *cached)
 
