@@ -228,7 +228,7 @@ async def submit_records(request: web.Request) -> web.Response:
             {"records": [{"hash": a.record_hash.hex(), "status": a.state.value} for a in admitted]}, status=202
         )
     config = request.app[appkeys.CONFIG]
-    locations = await service.wait_committed(hashes, config.limits.wait_commit_s)
+    locations = await service.wait_committed(admitted, config.limits.wait_commit_s)
     chain = _chain(request)
     records = []
     for record_hash, location in zip(hashes, locations):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ledger import crypto
+from ledger.block import BlockHeader
 from ledger.chain import Chain, RecordLocation, refused_again_by_rules
 from ledger.records import RecordError, SignedRecord
 from ledger.state import RuleError, StateDelta
@@ -258,31 +259,45 @@ class LedgerService:
         )
         return [c * VERIFY_CHUNK + i for c, bad in enumerate(outcomes) for i in bad]
 
-    async def wait_committed(self, record_hashes: Sequence[bytes], timeout_s: float) -> list[RecordLocation | None]:
-        """Locations of the records once all are committed; None for any still pending at timeout."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for record_hash in record_hashes:
-            if self.chain.locate(record_hash) is not None:
-                continue
-            future = loop.create_future()
-            self._waiters.setdefault(record_hash, []).append(future)
-            futures.append(future)
-        if futures:
-            await asyncio.wait(futures, timeout=timeout_s)
-            for future in futures:
-                future.cancel()
-        return [self.chain.locate(record_hash) for record_hash in record_hashes]
+    async def wait_committed(self, admitted: Sequence[Admitted], timeout_s: float) -> list[RecordLocation | None]:
+        """Locations of the submitted records once all are committed; None for any still pending at timeout.
 
-    def committed(self, records: Sequence[SignedRecord], only_pending: bool = False) -> None:
+        Pending records learn their location from the commit that takes them
+        (`committed`), not from a store read each.
+        """
+        loop = asyncio.get_running_loop()
+        locations = [entry.location for entry in admitted]
+        waits = []
+        for index, entry in enumerate(admitted):
+            if entry.location is None:
+                future = loop.create_future()
+                self._waiters.setdefault(entry.record_hash, []).append(future)
+                waits.append((index, future))
+        if waits:
+            await asyncio.wait([future for _, future in waits], timeout=timeout_s)
+            for index, future in waits:
+                location = future.result() if future.done() and not future.cancelled() else None
+                future.cancel()
+                # Not told (timed out, dropped, or committed by a path that gives no location): ask the chain.
+                locations[index] = location or self.chain.locate(admitted[index].record_hash)
+        return locations
+
+    def committed(
+        self, records: Sequence[SignedRecord], only_pending: bool = False, header: BlockHeader | None = None
+    ) -> None:
         """Wake waiters for newly committed records and refresh the mempool.
 
         `only_pending`: every record of the block had been pending here.
+        `header`: the block's (`records` are all of its records); waiters then get their locations.
         """
-        for record in records:
-            for future in self._waiters.pop(record.hash, ()):
-                if not future.done():
-                    future.set_result(None)
+        first = header.log_size - len(records) if header is not None else 0
+        for index, record in enumerate(records):
+            waiting = self._waiters.pop(record.hash, ())
+            if waiting:
+                location = RecordLocation(first + index, header.height) if header is not None else None
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(location)
         dropped = self.mempool.after_commit(only_pending)
         for record in dropped:
             log.warning("dropped pending record %s: no longer valid", record.hash.hex())
