@@ -14,7 +14,6 @@ and trailing bytes in one comparison.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import msgpack
@@ -49,18 +48,22 @@ def _canonical(value: Any) -> Any:
     raise CodecError(f"type not encodable: {kind.__name__}")
 
 
-_packers = threading.local()
+_packers: list[msgpack.Packer] = []
 
 
 def _pack(value: Any) -> bytes:
     # msgpack.packb builds a Packer, and its buffer, on every call: half the
-    # cost of packing a record. A Packer is not thread-safe, so each thread
-    # keeps its own; it resets its buffer after each value, even one it refuses.
+    # cost of packing a record. A Packer is not thread-safe, so each call
+    # takes one from this pool and gives it back (list.pop and list.append
+    # are atomic); a Packer resets its buffer after each value, even one it refuses.
     try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack(value)
+        packer = _packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        return packer.pack(value)
+    finally:
+        _packers.append(packer)
 
 
 def encode(value: Any) -> bytes:
