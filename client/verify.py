@@ -56,7 +56,7 @@ from ledger.batch import verify_batch_path
 from ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from ledger.note import NoteError
 from ledger.records import CredentialBatch, CredentialIssuance, RecordError, SignedRecord
-from ledger.state import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry
+from ledger.entries import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry
 from ledger.status_proof import (
     BatchStatusProof,
     CredentialStatusProof,

@@ -24,16 +24,8 @@ from dataclasses import dataclass
 from ledger import codec
 from ledger.checkpoint import Checkpoint
 from ledger.smt_proof import PrefixProof, Proof, ProofError, root_from_prefix_proof, root_from_proof
-from ledger.state import (
-    BatchEntry,
-    CredentialEntry,
-    IssuerEntry,
-    batch_path,
-    entry_hash,
-    in_force,
-    issuer_path,
-    state_root,
-)
+from ledger.entries import BatchEntry, CredentialEntry, IssuerEntry, entry_hash, in_force
+from ledger.state import batch_path, issuer_path, state_root
 
 STATE_EXTENSION = "lacre-state "
 BLOCK_EXTENSION = "lacre-block "

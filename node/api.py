@@ -25,7 +25,7 @@ from ledger.merkle_log import MerkleLogError
 from ledger.batch import BatchTree
 from ledger.records import SignedRecord, leaf_data
 from ledger.smt import TooManyLeavesError
-from ledger.state import CredentialEntry
+from ledger.entries import CredentialEntry
 from ledger.status_proof import (
     PREFIX_BITS_MAX,
     PREFIX_BITS_MIN,

@@ -10,7 +10,7 @@ import base64
 
 from ledger.block import Block, BlockHeader, CommitCertificate
 from ledger.records import SignedRecord
-from ledger.state import CredentialEntry, IssuerEntry
+from ledger.entries import CredentialEntry, IssuerEntry
 
 
 def b64(data: bytes) -> str:

@@ -20,7 +20,7 @@ from ledger.records import (
     IssuerRotation,
     SignedRecord,
 )
-from ledger.state import CredentialStatus, IssuerEntry
+from ledger.entries import CredentialStatus, IssuerEntry
 from ledger.store import MemoryStore
 from node.api import build_receipt
 from tests.conftest import make_consortium, seeded_key
@@ -101,7 +101,7 @@ def _status_of_another_credential(receipt):
 
 
 def _claim_revoked(receipt):
-    from ledger.state import CredentialEntry
+    from ledger.entries import CredentialEntry
 
     entry = CredentialEntry.decode(base64.b64decode(receipt["status_proof"]["entry"]))
     forged = CredentialEntry(entry.credential_id, CredentialStatus.REVOKED, entry.issuer_key, entry.issued_at,

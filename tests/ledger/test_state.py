@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-from ledger.genesis import AuthoritySet
 from ledger.batch import batch_root
 from ledger.records import (
     BatchRevocation,
@@ -21,7 +20,8 @@ from ledger.records import (
     IssuerRotation,
     SignedRecord,
 )
-from ledger.state import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus, RuleError, StateDelta
+from ledger.entries import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus
+from ledger.state import RuleError, StateDelta
 from tests.conftest import make_consortium, seeded_key
 
 C = make_consortium(1)
