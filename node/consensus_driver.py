@@ -627,7 +627,7 @@ class ConsensusDriver:
         hashes = [r.hash for r in records]
         only_pending = all(h in mempool for h in hashes)
         mempool.remove(hashes)
-        self.service.committed(records, only_pending=only_pending, header=header)
+        self.service.committed(header, records, only_pending=only_pending)
         metrics = self.service.metrics
         metrics.blocks_committed.inc()
         metrics.records_committed.inc(len(records))

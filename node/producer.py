@@ -85,7 +85,7 @@ class BlockProducer:
         certificate = CommitCertificate(header.height, 0, header.hash, (signature,))
         chain.commit(header, proposed.records, certificate, proposed.delta)
         # Taken from the mempool; a refused one had its effects assumed there.
-        service.committed(proposed.records, only_pending=not proposed.rejected, header=header)
+        service.committed(header, proposed.records, only_pending=not proposed.rejected)
         metrics = service.metrics
         metrics.blocks_committed.inc()
         metrics.records_committed.inc(len(proposed.records))

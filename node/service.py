@@ -278,23 +278,21 @@ class LedgerService:
             for index, future in waits:
                 location = future.result() if future.done() and not future.cancelled() else None
                 future.cancel()
-                # Not told (timed out, dropped, or committed by a path that gives no location): ask the chain.
+                # Not told (timed out, or dropped from the mempool): ask the chain.
                 locations[index] = location or self.chain.locate(admitted[index].record_hash)
         return locations
 
-    def committed(
-        self, records: Sequence[SignedRecord], only_pending: bool = False, header: BlockHeader | None = None
-    ) -> None:
-        """Wake waiters for newly committed records and refresh the mempool.
+    def committed(self, header: BlockHeader, records: Sequence[SignedRecord], only_pending: bool = False) -> None:
+        """Wake waiters for a newly committed block's records (all of them) and refresh the mempool.
 
-        `only_pending`: every record of the block had been pending here.
-        `header`: the block's (`records` are all of its records); waiters then get their locations.
+        Waiters get each record's location. `only_pending`: every record of
+        the block had been pending here.
         """
-        first = header.log_size - len(records) if header is not None else 0
+        first = header.log_size - len(records)
         for index, record in enumerate(records):
             waiting = self._waiters.pop(record.hash, ())
             if waiting:
-                location = RecordLocation(first + index, header.height) if header is not None else None
+                location = RecordLocation(first + index, header.height)
                 for future in waiting:
                     if not future.done():
                         future.set_result(location)
