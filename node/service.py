@@ -135,7 +135,9 @@ class LedgerService:
                 refusals.append(Refusal(index, "malformed-record", str(error), 400))
                 continue
             record_hash = record.hash
-            location = self.chain.locate(record_hash)
+            # An issuance on the ledger already is refused by the rules (its id
+            # is taken): the record index is read only then, in _submit_fresh.
+            location = None if refused_again_by_rules(record) else self.chain.locate(record_hash)
             if location is not None:
                 results[index] = Admitted(record_hash, RecordState.COMMITTED, location)
             elif record_hash in self.mempool or record_hash in seen:
@@ -144,8 +146,11 @@ class LedgerService:
                 seen.add(record_hash)
                 fresh.append((index, record))
         if sum(weight(record) for _, record in fresh) > self.mempool.room:
-            self.metrics.overloaded.inc()
-            raise Overloaded()
+            # A resubmission of committed issuances takes no room: report them.
+            fresh = [(index, record) for index, record in fresh if not self._committed_already(index, record, results)]
+            if sum(weight(record) for _, record in fresh) > self.mempool.room:
+                self.metrics.overloaded.inc()
+                raise Overloaded()
         hashes = [record.hash for _, record in fresh]
         self.inflight.update(hashes)
         try:
@@ -174,6 +179,9 @@ class LedgerService:
             try:
                 scratch.apply(record, leaf_index=-1)
             except RuleError as error:
+                if self._committed_already(index, record, results):
+                    skip.add(position)
+                    continue
                 status = 403 if error.rule in FORBIDDEN_RULES else 409
                 refusals.append(Refusal(index, error.rule, error.detail, status))
         if refusals:
@@ -185,12 +193,21 @@ class LedgerService:
         admitted = [record for position, (_, record) in enumerate(fresh) if position not in skip]
         self.mempool.admit(admitted, scratch)
         for index, record in fresh:
-            results[index] = Admitted(record.hash, RecordState.PENDING)
+            if results[index] is None:
+                results[index] = Admitted(record.hash, RecordState.PENDING)
         self.metrics.records_admitted.inc(len(admitted))
         self.metrics.mempool_depth.set(len(self.mempool))
         if self.on_admitted is not None and admitted:
             self.on_admitted(admitted)
         return [result for result in results if result is not None]
+
+    def _committed_already(self, index: int, record: SignedRecord, results: list[Admitted | None]) -> bool:
+        """If `record` is on the ledger, report it so in `results[index]`."""
+        location = self.chain.locate(record.hash) if refused_again_by_rules(record) else None
+        if location is None:
+            return False
+        results[index] = Admitted(record.hash, RecordState.COMMITTED, location)
+        return True
 
     async def admit_each(self, encoded_records: Sequence[bytes]) -> list[SignedRecord]:
         """Admit what is valid of records gossiped by a peer, one by one.

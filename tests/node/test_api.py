@@ -100,6 +100,24 @@ async def test_resubmission_is_idempotent(client, consortium):
     assert (await (await client.get("/v1/status")).json())["tree_size"] == 2
 
 
+async def test_resubmitted_issuances_are_reported_committed_beside_new_ones(client, consortium):
+    first = await submit(client, [consortium.registration(), consortium.issuance(1)])
+    again = await submit(client, [consortium.issuance(1), consortium.issuance(2)])
+    assert [r["status"] for r in again["records"]] == ["committed", "committed"]
+    assert [r["leaf_index"] for r in again["records"]] == [first["records"][1]["leaf_index"], 2]
+
+
+async def test_resubmitting_more_committed_issuances_than_the_mempool_holds_is_not_overload(make_client, consortium):
+    client = await make_client(mempool_records_max=3)
+    await submit(client, [consortium.registration()])
+    issuances = [consortium.issuance(i) for i in range(6)]
+    await submit(client, issuances[:3])
+    await submit(client, issuances[3:])
+    again = await submit(client, issuances)
+    assert [r["status"] for r in again["records"]] == ["committed"] * 6
+    assert [r["leaf_index"] for r in again["records"]] == list(range(1, 7))
+
+
 async def test_submit_without_wait_is_accepted_then_committed(client, consortium):
     answer = await submit(client, [consortium.registration()], wait=False, expect=202)
     assert answer["records"][0]["status"] in ("pending", "committed")
