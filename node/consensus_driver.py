@@ -6,11 +6,8 @@ Actions are performed in list order, and a `PersistSigned` is written to
 LevelDB with sync before the next action runs, so nothing the authority
 signed can leave the process before it is on disk.
 
-Block bodies travel inside proposals in compact form, the canonical map
-`{"header": ..., "record_hashes": [...]}`: every authority already receives
-every record by mempool gossip, so sending the records again in the proposal
-(and once more in each relay and retransmission) only cost bandwidth,
-MessagePack and signature hashing on every node. A receiver takes each record
+Block bodies travel inside proposals in compact form, the header and its
+records' hashes (`node.proposal_body`). A receiver takes each record
 from its mempool, waits for one still being admitted, and asks the proposer
 (then every peer, `kind = "want"`) for the others, which come back as ordinary
 `records` frames and are verified once like any gossip. A proposal is valid
@@ -58,25 +55,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 
 from consensus import actions as act
 from consensus import events as ev
 from consensus.machine import Machine
-from consensus.messages import HASH_BYTES, MessageError, Value, decode_message
+from consensus.messages import MessageError, Value, decode_message
 from consensus.signed_state import SignedState, SignedStateError
 from ledger import codec, crypto
 from ledger.block import BlockError, BlockHeader
 from ledger.chain import Chain
 from ledger.leveldb_store import LevelDBStore
-from ledger.merkle import leaf_hash
-from ledger.records import RecordError, SignedRecord, leaf_data
+from ledger.records import RecordError, SignedRecord
 from ledger.state import StateDelta
 from ledger.store import WriteBatch
 from node.forwarder import Forwarder
 from node.peers import Peers
+from node.proposal_body import Body, decode_body, encode_body
 from node.service import LedgerService
 from node.sync import SyncError, catch_up
 
@@ -122,39 +118,6 @@ REFORWARD_S = 3.0
 # opens a new epoch, its machine needs those for it (from authorities the old
 # machine did not know, too). As many as the machine itself buffers.
 KEPT_MESSAGES_MAX = 4_096
-
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    """A decoded proposal body: the header and its records' hashes, in order.
-
-    `records` holds the record bytes of a full body (the form before compact
-    bodies, still found in a signed state persisted by an older node).
-    """
-
-    header: BlockHeader
-    record_hashes: list[bytes]
-    records: list[bytes] | None = None
-
-
-def encode_body(header: BlockHeader, record_hashes: list[bytes]) -> bytes:
-    return codec.encode({"header": header.to_map(), "record_hashes": record_hashes})
-
-
-def decode_body(body: bytes) -> Body:
-    mapping = codec.decode(body)
-    if type(mapping) is not dict or set(mapping) not in ({"header", "record_hashes"}, {"header", "records"}):
-        raise BlockError("encoding", "proposal body fields")
-    header = BlockHeader.from_map(mapping["header"])
-    if "records" in mapping:
-        records = mapping["records"]
-        if type(records) is not list or not all(type(r) is bytes for r in records):
-            raise BlockError("encoding", "proposal body records")
-        return Body(header, [leaf_hash(leaf_data(r)) for r in records], records)
-    hashes = mapping["record_hashes"]
-    if type(hashes) is not list or not all(type(h) is bytes and len(h) == HASH_BYTES for h in hashes):
-        raise BlockError("encoding", "proposal body record hashes")
-    return Body(header, hashes)
 
 
 class ConsensusDriver:

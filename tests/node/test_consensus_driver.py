@@ -27,7 +27,8 @@ from ledger.governance import approve
 from ledger.records import ConsortiumChange, CredentialIssuance, SignedRecord
 from ledger.store import MemoryStore, WriteBatch
 from node import peer_session
-from node.consensus_driver import KEY_SIGNED, KEY_LOCKED_RECORDS, ConsensusDriver, decode_body, encode_body
+from node.consensus_driver import KEY_SIGNED, KEY_LOCKED_RECORDS, ConsensusDriver
+from node.proposal_body import decode_body, encode_body
 from node.mempool import Mempool
 from node.metrics import Metrics
 from node.peer_session import SessionError
