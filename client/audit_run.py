@@ -313,7 +313,7 @@ def audit_chain(
             store_path = temporary / "audit.ldb"
         store = LevelDBStore(store_path, open_files=STATE_OPEN_FILES)
         try:
-            auditor = Auditor(chain_genesis, store, trust)
+            auditor = Auditor(chain_genesis, store, trust, resumable=state is not None)
         except AuditStoreError as error:
             raise AuditInputError(f"{store_path}: {error}") from None
         if saved is not None and auditor.height < saved["height"]:

@@ -63,6 +63,15 @@ Tiles of band depth < `cache_depth` (default 16, a multiple of 4: at most
 4,369 tiles, under 5 MB) are kept in memory once read, one dict per band
 keyed by the path as an int, and `committed` puts the new ones there.
 `warm_cache` loads them all with one ordered scan per band.
+
+Memory-only bands. A map built with `memory_depth` > 0 keeps the tiles of
+band depth < `memory_depth` in that cache only: it never reads them from
+the store nor writes them there. They are the tiles every batch rewrites
+(depth 16: one per key, up to 65,536 of 977 bytes), so a map that need not
+outlive its process (an audit without a saved state) spares its store most
+of its writes and LevelDB most of its compaction, for at most
+(16^(memory_depth / 4) - 1) / 15 tiles in memory: 70 MB at depth 20. Such a
+map starts empty and its store holds only the tiles below `memory_depth`.
 """
 
 from __future__ import annotations
@@ -211,19 +220,26 @@ class SparseMerkleMap:
     """A map of 32-byte keys to 32-byte value hashes in `store` under `prefix`.
 
     Invariant: the store holds, under `prefix`, exactly the tiles of the
-    canonical tree of the committed state (plus, after an interrupted `load`,
-    tiles no path reaches); `root()` is the hash of slot 0 of the depth-0
-    tile (EMPTY if there is none); every cached tile equals the stored one.
+    canonical tree of the committed state below `memory_depth` (plus, after
+    an interrupted `load`, tiles no path reaches), and the cache exactly
+    those above it; `root()` is the hash of slot 0 of the depth-0 tile (EMPTY
+    if there is none); every other cached tile equals the stored one.
     """
 
-    def __init__(self, store: Store, prefix: bytes, cache_depth: int = CACHE_DEPTH) -> None:
-        if type(cache_depth) is not int or not 0 <= cache_depth <= KEY_BITS or cache_depth % TILE_HEIGHT:
-            raise MapError(f"cache_depth must be a multiple of {TILE_HEIGHT} in 0..{KEY_BITS}")
+    def __init__(self, store: Store, prefix: bytes, cache_depth: int = CACHE_DEPTH, memory_depth: int = 0) -> None:
+        """`memory_depth` > 0: tiles above it live in memory only (module docstring); the
+        map must then be empty in `store`, or MapError is raised."""
+        for name, depth in (("cache_depth", cache_depth), ("memory_depth", memory_depth)):
+            if type(depth) is not int or not 0 <= depth <= KEY_BITS or depth % TILE_HEIGHT:
+                raise MapError(f"{name} must be a multiple of {TILE_HEIGHT} in 0..{KEY_BITS}")
         self._store = store
         self._prefix = bytes(prefix)
         self._band_keys = [self._prefix + (band * TILE_HEIGHT).to_bytes(2, "big") for band in range(_BANDS)]
-        self._cache_bands = cache_depth // TILE_HEIGHT
+        self._memory_bands = memory_depth // TILE_HEIGHT
+        self._cache_bands = max(cache_depth, memory_depth) // TILE_HEIGHT
         self._cache: list[dict[int, bytes]] = [{} for _ in range(self._cache_bands)]
+        if self._memory_bands and store.get(self._tile_key(0, 0)) is not None:
+            raise MapError("a map with memory-only tiles starts empty; this store holds one")
         value = self._read(0, 0)
         self._root = EMPTY if value is None else _sha256(value).digest()
 
@@ -412,7 +428,7 @@ class SparseMerkleMap:
     def warm_cache(self) -> None:
         """Load every tile above `cache_depth` now: one ordered scan per band."""
         key_size = len(self._prefix) + 2
-        for band in range(self._cache_bands):
+        for band in range(self._memory_bands, self._cache_bands):
             depth = band * TILE_HEIGHT
             level = self._cache[band]
             shift = _PATH_SHIFT[depth]
@@ -434,7 +450,7 @@ class SparseMerkleMap:
             level = self._cache[band]
             tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
             tile = level.get(tile_path)
-            if tile is None:
+            if tile is None and band >= self._memory_bands:
                 tile = self._store.get(self._tile_key(band, path))
                 if tile is not None:
                     level[tile_path] = _check_tile(tile, band)
@@ -493,7 +509,8 @@ class _Builder:
         else:
             tile = _splice_tile(tile, edits)
         band = depth >> 2
-        self.puts.append((self.tree._tile_key(band, path), tile))
+        if band >= self.tree._memory_bands:
+            self.puts.append((self.tree._tile_key(band, path), tile))
         if band < self.tree._cache_bands:
             self.cached.append((band, path >> (KEY_BITS - depth), tile))
         if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:

@@ -167,13 +167,15 @@ class StoreStateView:
     # ids), and only the first judgement needs the store.
     ABSENT_KNOWN_MAX = 262_144
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, credential_map_memory_depth: int = 0) -> None:
+        """`credential_map_memory_depth`: the credentials map's tiles above it live in memory
+        only (`ledger.smt`, for a state that need not outlive the process); it must then be empty."""
         self._store = store
         self._absent: set[bytes] = set()
         self._issuers: dict[bytes, IssuerEntry | None] = {}
         self._batches: dict[bytes, BatchEntry | None] = {}
         self._consortium: ConsortiumEntry | None = None
-        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX)
+        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX, memory_depth=credential_map_memory_depth)
         self.registry_map = SparseMerkleMap(store, REGISTRY_MAP_PREFIX)
 
     def root(self) -> bytes:

@@ -20,6 +20,7 @@ import zlib
 
 import pytest
 
+from client.audit import Auditor, AuditStoreError
 from client.audit_evidence import check_evidence
 from client.audit_run import AuditInputError, AuditOptions, audit_chain
 from client.chain_file import MAGIC_LINE, ChainFileWriter, Trailer
@@ -43,6 +44,7 @@ from ledger.records import (
     SignedRecord,
     leaf_data,
 )
+from ledger.state import CREDENTIAL_MAP_PREFIX
 from ledger.store import MemoryStore
 from tests.client.lacre_cli import lacre
 from tests.conftest import make_consortium, seeded_key
@@ -327,6 +329,22 @@ def test_a_data_folder_audits_like_its_export(tmp_path, chain_blocks):
     from_file = audit(file=tmp_path / "chain.lacre")
     assert from_folder.ok and from_folder.to_json()["head"] == from_file.to_json()["head"]
     assert from_folder.counts == from_file.counts
+
+
+def test_an_audit_that_cannot_be_resumed_keeps_the_upper_map_tiles_in_memory(chain_blocks):
+    """Without a saved state the store is never reopened, so the credentials map's
+    tiles above MAP_MEMORY_DEPTH are not written: the same roots, fewer writes."""
+    outcome = {}
+    for resumable in (True, False):
+        store = MemoryStore()
+        auditor = Auditor(C.genesis, store, resumable=resumable)
+        for block in chain_blocks:
+            auditor.commit(auditor.check(auditor.prepare(block)))
+        outcome[resumable] = (auditor.state.root(), [key for key, _ in store.iterate(CREDENTIAL_MAP_PREFIX)])
+    assert outcome[True][0] == outcome[False][0] == chain_blocks[-1].header.state_root
+    assert outcome[True][1] and not outcome[False][1]  # a small map: every tile is above depth 20
+    with pytest.raises(AuditStoreError):
+        Auditor(C.genesis, store, resumable=False)  # it holds an audit's progress
 
 
 def test_stop_and_resume_from_the_saved_state(tmp_path, chain_blocks):

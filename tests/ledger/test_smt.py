@@ -213,6 +213,49 @@ def test_any_update_history_agrees_with_the_reference(make_store, batches, absen
     assert_agrees(tree, items, absent)
 
 
+def below(tiles: dict[bytes, bytes], memory_depth: int) -> dict[bytes, bytes]:
+    """The tiles of band depth >= memory_depth: what a map with memory-only bands stores."""
+    return {k: v for k, v in tiles.items() if int.from_bytes(k[len(PREFIX):len(PREFIX) + 2], "big") >= memory_depth}
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    batches=st.lists(st.tuples(st.dictionaries(keys, values, max_size=12), st.booleans()), min_size=1, max_size=5),
+    absent=st.lists(keys, max_size=4),
+    memory_depth=st.sampled_from([4, 8, 20]),
+)
+def test_memory_only_bands_give_the_same_tree_and_store_only_the_tiles_below(batches, absent, memory_depth):
+    """Tiles above `memory_depth` never reach the store: the root, every proof
+    and the puts below it are the reference's; competing updates still count
+    only once committed."""
+    store = MemoryStore()
+    tree = SparseMerkleMap(store, PREFIX, memory_depth=memory_depth)
+    items: dict[bytes, bytes] = {}
+    for changes, competing in batches:
+        if competing:
+            tree.update({key: sha256(value) for key, value in reversed(changes.items())})
+        update = commit(store, tree, changes)
+        before = ref_store(items)
+        items.update(changes)
+        after = ref_store(items)
+        assert update.root == ref_hash(items)
+        assert dict(update.puts) == below({k: v for k, v in after.items() if before.get(k) != v}, memory_depth)
+        assert stored(store) == below(after, memory_depth)
+        assert_agrees(tree, items, absent)
+    loaded = SparseMerkleMap(MemoryStore(), PREFIX, memory_depth=memory_depth)
+    assert loaded.load(items.items()) == ref_hash(items)
+    assert_agrees(loaded, items, absent)
+
+
+def test_a_map_with_memory_only_bands_starts_empty():
+    store = MemoryStore()
+    commit(store, SparseMerkleMap(store, PREFIX), {b"\x01" * 32: sha256(b"v")})
+    with pytest.raises(MapError):
+        SparseMerkleMap(store, PREFIX, memory_depth=4)
+    with pytest.raises(MapError):
+        SparseMerkleMap(MemoryStore(), PREFIX, memory_depth=6)
+
+
 @settings(max_examples=15, deadline=None)
 @given(items=st.dictionaries(keys, values, min_size=1, max_size=40), seed=st.integers(0, 1 << 32))
 def test_the_root_and_the_store_depend_only_on_the_final_key_set(items, seed):
