@@ -5,7 +5,8 @@ its own `Store` (a temporary LevelDB, or a MemoryStore in tests), never the
 node's: the two authenticated maps of `ledger.state`, the consortium epochs,
 an index of the record hashes seen, and its progress (an audit that cannot
 be resumed keeps the credentials map's upper tiles in memory instead:
-MAP_MEMORY_DEPTH). It trusts nothing it is given but the genesis. Each block goes through two steps:
+MAP_MEMORY_DEPTH). It trusts nothing it is given but the genesis. Each block
+goes through two steps:
 
     prepare(block)   decode every record; list the signatures to verify:
                      each record's, and each precommit's vote and checkpoint

@@ -70,7 +70,7 @@ the store nor writes them there. They are the tiles every batch rewrites
 (depth 16: one per key, up to 65,536 of 977 bytes), so a map that need not
 outlive its process (an audit without a saved state) spares its store most
 of its writes and LevelDB most of its compaction, for at most
-(16^(memory_depth / 4) - 1) / 15 tiles in memory: 70 MB at depth 20. Such a
+(16^(memory_depth / 4) - 1) / 15 tiles in memory: 68 MB at depth 20. Such a
 map starts empty and its store holds only the tiles below `memory_depth`.
 """
 
