@@ -4,9 +4,9 @@ Theory of operation. An `Auditor` keeps its own copy of the chain's state in
 its own `Store` (a temporary LevelDB, or a MemoryStore in tests), never the
 node's: the two authenticated maps of `ledger.state`, the consortium epochs,
 an index of the record hashes seen, and its progress (an audit that cannot
-be resumed keeps the credentials map's upper tiles in memory instead:
-MAP_MEMORY_DEPTH). It trusts nothing it is given but the genesis. Each block
-goes through two steps:
+be resumed keeps the credentials map's upper tiles and a filter of the ids
+in memory instead: an ephemeral `StoreStateView`). It trusts nothing it is
+given but the genesis. Each block goes through two steps:
 
     prepare(block)   decode every record; list the signatures to verify:
                      each record's, and each precommit's vote and checkpoint
@@ -74,10 +74,6 @@ SIGNER_PREFIX = b"a/s"
 """+ signing key: that key's record counts by kind (JSON), rewritten when a block has its records."""
 INDEX_PREFIX = b"a/x"
 PROGRESS_VERSION = 1
-MAP_MEMORY_DEPTH = 20
-"""Without a saved state, the credentials map's tiles of depth < 20 (at most 69,905, up to
-68 MB) stay in memory: every block rewrites most of them, and writing them made LevelDB's
-compaction of the audit's store the fastest-growing cost of a long audit (docs/audit.md)."""
 
 Job = tuple[bytes, bytes, bytes]
 """(public key, message, signature): one Ed25519 verification (contexts already prefixed)."""
@@ -155,8 +151,8 @@ class Auditor:
 
     def __init__(self, genesis: Genesis, store: Store, trust: Trust | None = None, resumable: bool = True) -> None:
         """`resumable=False` (an audit without a saved state, on a store nobody reopens):
-        the credentials map keeps its tiles above MAP_MEMORY_DEPTH in memory only, which
-        spares the store most of its writes; `store` must then be empty."""
+        the state view is ephemeral (`ledger.state.StoreStateView`), which spares the store
+        most of its writes and reads; `store` must then be empty."""
         self.genesis = genesis
         self.chain_id = genesis.hash
         self.origin = genesis.origin
@@ -165,7 +161,7 @@ class Auditor:
         saved = store.get(PROGRESS_KEY)
         if not resumable and saved is not None:
             raise AuditStoreError("an audit that cannot be resumed starts on an empty store")
-        self.state = StoreStateView(store, credential_map_memory_depth=0 if resumable else MAP_MEMORY_DEPTH)
+        self.state = StoreStateView(store, ephemeral=not resumable)
         if saved is None:
             self._start()
         else:

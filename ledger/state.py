@@ -78,6 +78,7 @@ from ledger.entries import (
 )
 from ledger.genesis import AuthoritySet
 from ledger.governance import ConsortiumEntry, GovernanceError
+from ledger.id_filter import IdFilter
 from ledger.records import (
     BatchRevocation,
     ConsortiumChange,
@@ -167,15 +168,30 @@ class StoreStateView:
     # ids), and only the first judgement needs the store.
     ABSENT_KNOWN_MAX = 262_144
 
-    def __init__(self, store, credential_map_memory_depth: int = 0) -> None:
-        """`credential_map_memory_depth`: the credentials map's tiles above it live in memory
-        only (`ledger.smt`, for a state that need not outlive the process); it must then be empty."""
+    # An ephemeral view (a state that starts empty and that no process reopens:
+    # an audit without a saved state) keeps in memory what a reopened store
+    # could not rebuild: the credentials map's upper tiles, which every block
+    # rewrites (`ledger.smt`, memory-only bands: at most 68 MB), and a filter
+    # of the credential ids written, which spares the store read of most ids
+    # never issued (`ledger.id_filter`). Both have a fixed bound, so memory
+    # stays flat in chain length.
+    EPHEMERAL_MAP_MEMORY_DEPTH = 20
+    EPHEMERAL_FILTER_BYTES = 16 << 20
+
+    def __init__(self, store, ephemeral: bool = False) -> None:
+        """`ephemeral`: see above; `store` must then hold no state."""
         self._store = store
         self._absent: set[bytes] = set()
         self._issuers: dict[bytes, IssuerEntry | None] = {}
         self._batches: dict[bytes, BatchEntry | None] = {}
         self._consortium: ConsortiumEntry | None = None
-        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX, memory_depth=credential_map_memory_depth)
+        self._written: IdFilter | None = None
+        if ephemeral:
+            if next(iter(store.iterate(CREDENTIAL_PREFIX)), None) is not None:
+                raise ValueError("an ephemeral state view starts on a store without credentials")
+            self._written = IdFilter(self.EPHEMERAL_FILTER_BYTES)
+        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX,
+                                              memory_depth=self.EPHEMERAL_MAP_MEMORY_DEPTH if ephemeral else 0)
         self.registry_map = SparseMerkleMap(store, REGISTRY_MAP_PREFIX)
 
     def root(self) -> bytes:
@@ -214,7 +230,7 @@ class StoreStateView:
         return self._store.get(ISSUER_PREFIX + issuer_key)
 
     def credential(self, credential_id: bytes) -> CredentialEntry | None:
-        if credential_id in self._absent:
+        if credential_id in self._absent or (self._written is not None and not self._written.may_contain(credential_id)):
             return None
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
         if data is None:
@@ -234,8 +250,9 @@ class StoreStateView:
     def first_existing(self, credential_ids: Sequence[bytes]) -> int | None:
         """The index of the first id with an entry (a cohort's ids: one call, not one per id)."""
         absent, get, prefix = self._absent, self._store.get, CREDENTIAL_PREFIX
+        written = self._written
         for index, credential_id in enumerate(credential_ids):
-            if credential_id in absent:
+            if credential_id in absent or (written is not None and not written.may_contain(credential_id)):
                 continue
             if get(prefix + credential_id) is not None:
                 return index
@@ -272,6 +289,8 @@ class StoreStateView:
         """The store now holds `delta` and `update`: follow it."""
         if self._absent:
             self._absent.difference_update(delta.credential_ids_written())
+        if self._written is not None:
+            self._written.add_all(delta.credential_ids_written())
         for key, entry in delta.issuers.items():
             self._issuers[key] = entry
         for key, entry in delta.batches.items():

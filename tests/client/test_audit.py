@@ -453,6 +453,8 @@ BATCH_TAMPERINGS = [
     ("a batch repeating an id issued alone", lambda b: rebuilt(b, 2, [_batch([100, 104], ISSUER_B, b"again").encoded]),
      (2, 0, "credential-unique")),
     ("a batch revoked twice", lambda b: rebuilt(b, 4, records_of(b, 4) * 2), (4, 1, "record-unique")),
+    ("an issuance repeating a batch member's id", lambda b: rebuilt(b, 3, [issue(103, ISSUER_B).encoded]),
+     (3, 0, "credential-unique")),
 ]
 
 

@@ -318,3 +318,16 @@ def test_first_existing_is_the_first_id_issued_in_the_delta_or_before_it(chain, 
     ids = [cid(n) for n in listed]
     assert delta.first_existing(ids) == first
     assert chain.state.first_existing(ids) == next((i for i, n in enumerate(listed) if n in (1, 2, 3)), None)
+
+
+def test_an_ephemeral_view_starts_on_a_store_without_credentials():
+    from ledger.state import CREDENTIAL_PREFIX, StoreStateView
+    from ledger.store import MemoryStore, WriteBatch
+
+    store = MemoryStore()
+    StoreStateView(store, ephemeral=True)
+    batch = WriteBatch()
+    batch.put(CREDENTIAL_PREFIX + cid(1), b"an entry")
+    store.write(batch)
+    with pytest.raises(ValueError):
+        StoreStateView(store, ephemeral=True)

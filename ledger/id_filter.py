@@ -1,0 +1,53 @@
+"""A fixed-size Bloom filter of 32-byte ids that are hashes already.
+
+For a state that starts empty and is never reopened (an audit without a
+saved state), the filter answers "certainly absent" for most ids never
+written, without the store read that a LevelDB miss costs (it probes a table
+per level). Its memory is fixed, so it stays flat in chain length; as more
+ids go in, more lookups say "maybe" and fall back to the store, which is
+always right. No false negatives: every id added is reported as maybe
+present.
+
+Credential ids are SHA-256 outputs, so the bit positions are slices of the
+id itself rather than further hashes. An id crafted to collide only costs a
+store read.
+"""
+
+from __future__ import annotations
+
+_SLICES = ((0, 4), (4, 8), (8, 12))
+"""The id's bytes that give its 3 bit positions. With 2^27 bits (16 MB): about
+0.1% false positives at 5M ids, 2% at 20M."""
+
+
+class IdFilter:
+    """A Bloom filter of `size_bytes` (a power of two, at least 8) over ids of at least 12 bytes."""
+
+    def __init__(self, size_bytes: int) -> None:
+        if type(size_bytes) is not int or size_bytes < 8 or size_bytes & (size_bytes - 1):
+            raise ValueError("the filter's size is a power of two of at least 8 bytes")
+        self._bits = bytearray(size_bytes)
+        self._mask = size_bytes * 8 - 1
+
+    def add(self, item: bytes) -> None:
+        bits, mask = self._bits, self._mask
+        for start, stop in _SLICES:
+            position = int.from_bytes(item[start:stop], "big") & mask
+            bits[position >> 3] |= 1 << (position & 7)
+
+    def add_all(self, items) -> None:
+        for item in items:
+            self.add(item)
+
+    def may_contain(self, item: bytes) -> bool:
+        """False only if `item` was never added."""
+        bits, mask = self._bits, self._mask
+        # _SLICES, unrolled: this runs once per issuance the audit judges.
+        position = int.from_bytes(item[0:4], "big") & mask
+        if not bits[position >> 3] >> (position & 7) & 1:
+            return False
+        position = int.from_bytes(item[4:8], "big") & mask
+        if not bits[position >> 3] >> (position & 7) & 1:
+            return False
+        position = int.from_bytes(item[8:12], "big") & mask
+        return bool(bits[position >> 3] >> (position & 7) & 1)
