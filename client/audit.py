@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from client.audit_report import AuditCounts, Violation, hex_bytes
 from client.audit_trust import epoch_differs, trust_history_violation
