@@ -333,7 +333,7 @@ def test_a_data_folder_audits_like_its_export(tmp_path, chain_blocks):
 
 def test_an_audit_that_cannot_be_resumed_keeps_the_upper_map_tiles_in_memory(chain_blocks):
     """Without a saved state the store is never reopened, so the credentials map's
-    tiles above MAP_MEMORY_DEPTH are not written: the same roots, fewer writes."""
+    tiles above StoreStateView.EPHEMERAL_MAP_MEMORY_DEPTH are not written: the same roots, fewer writes."""
     outcome = {}
     for resumable in (True, False):
         store = MemoryStore()
