@@ -159,7 +159,7 @@ class Auditor:
         self.store = store
         self.trust = trust
         saved = store.get(PROGRESS_KEY)
-        if not resumable and saved is not None:
+        if not resumable and next(iter(store.iterate(b"")), None) is not None:
             raise AuditStoreError("an audit that cannot be resumed starts on an empty store")
         self.state = StoreStateView(store, ephemeral=not resumable)
         if saved is None:
