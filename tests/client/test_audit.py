@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import struct
 import threading
 import zlib
@@ -22,6 +23,7 @@ import pytest
 
 from client.audit import Auditor, AuditStoreError
 from client.audit_evidence import check_evidence
+from client import audit_run
 from client.audit_run import AuditInputError, AuditOptions, audit_chain
 from client.chain_file import MAGIC_LINE, ChainFileWriter, Trailer
 from client.chain_import import import_chain
@@ -374,6 +376,48 @@ def test_stop_and_resume_from_the_saved_state(tmp_path, chain_blocks):
     write(tmp_path / "other.lacre", other)
     refused = audit(file=tmp_path / "other.lacre", state_path=state, resume=True)
     assert refused.violation.rule == "resume-head" and refused.violation.height == 7
+
+
+@pytest.mark.parametrize("stop_at", [None, 2, 6])
+def test_a_batch_a_block_flows_through_the_pipeline_in_order(tmp_path, chain_blocks, monkeypatch, stop_at):
+    """With one block a batch, several batches are being verified while one is judged:
+    blocks are still judged in order, a stop ends the audit at its block, and a resumed
+    audit ends where a single run does."""
+    monkeypatch.setattr(audit_run, "BATCH_BLOCKS", 1)
+    write(tmp_path / "chain.lacre", chain_blocks)
+    whole = audit(file=tmp_path / "chain.lacre")
+    stop = threading.Event()
+    judged = []
+
+    def progress(auditor, offset):
+        judged.append(auditor.height)
+        if auditor.height == stop_at:
+            stop.set()
+
+    state = tmp_path / "audit.json"
+    first = audit(file=tmp_path / "chain.lacre", state_path=state, stop=stop, progress=progress)
+    assert judged == list(range(1, (stop_at or len(chain_blocks)) + 1))
+    if stop_at is None:
+        assert first.ok and first.counts == whole.counts
+        return
+    assert first.interrupted and first.height == stop_at
+    resumed = audit(file=tmp_path / "chain.lacre", state_path=state, resume=True)
+    assert resumed.ok and resumed.first_height == stop_at + 1 and resumed.counts == whole.counts
+
+
+def test_a_fault_in_the_source_comes_after_the_violations_before_it(tmp_path, chain_blocks, monkeypatch):
+    monkeypatch.setattr(audit_run, "BATCH_BLOCKS", 1)
+    write(tmp_path / "chain.lacre", rebuilt(chain_blocks, 2, state_root=bytes(32)))
+    data = bytearray((tmp_path / "chain.lacre").read_bytes())
+    data[len(data) * 3 // 4] ^= 0x01  # a damaged frame well after block 2, not re-sealed
+    (tmp_path / "damaged.lacre").write_bytes(bytes(data))
+    violation = audit(file=tmp_path / "damaged.lacre").violation
+    assert (violation.height, violation.rule) == (2, "state-root")
+
+
+def test_verification_workers_yield_the_cpu_to_the_main_thread():
+    with audit_run._executor(AuditOptions(pool="process", workers=1)) as pool:
+        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + audit_run.WORKER_NICENESS)
 
 
 def test_the_command_line(tmp_path, chain_blocks, capsys):
