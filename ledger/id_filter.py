@@ -15,9 +15,11 @@ store read.
 
 from __future__ import annotations
 
-_SLICES = ((0, 4), (4, 8), (8, 12))
-"""The id's bytes that give its 3 bit positions. With 2^27 bits (16 MB): about
-0.1% false positives at 5M ids, 2% at 20M."""
+import struct
+
+_POSITIONS = struct.Struct(">III").unpack_from
+"""The id's first 12 bytes give its 3 bit positions. With 2^27 bits (16 MB):
+about 0.1% false positives at 5M ids, 2% at 20M."""
 
 
 class IdFilter:
@@ -31,8 +33,8 @@ class IdFilter:
 
     def add(self, item: bytes) -> None:
         bits, mask = self._bits, self._mask
-        for start, stop in _SLICES:
-            position = int.from_bytes(item[start:stop], "big") & mask
+        for position in _POSITIONS(item):
+            position &= mask
             bits[position >> 3] |= 1 << (position & 7)
 
     def add_all(self, items) -> None:
@@ -42,12 +44,8 @@ class IdFilter:
     def may_contain(self, item: bytes) -> bool:
         """False only if `item` was never added."""
         bits, mask = self._bits, self._mask
-        # _SLICES, unrolled: this runs once per issuance the audit judges.
-        position = int.from_bytes(item[0:4], "big") & mask
-        if not bits[position >> 3] >> (position & 7) & 1:
-            return False
-        position = int.from_bytes(item[4:8], "big") & mask
-        if not bits[position >> 3] >> (position & 7) & 1:
-            return False
-        position = int.from_bytes(item[8:12], "big") & mask
-        return bool(bits[position >> 3] >> (position & 7) & 1)
+        for position in _POSITIONS(item):
+            position &= mask
+            if not bits[position >> 3] >> (position & 7) & 1:
+                return False
+        return True
