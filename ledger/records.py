@@ -132,13 +132,17 @@ class CredentialIssuance:
     expires_at: int = 0  # 0: does not expire
 
     def __post_init__(self) -> None:
-        _check_id(self.credential_id, "credential_id")
-        _check_time(self.issued_at, "issued_at")
-        _check_time(self.expires_at, "expires_at")
-        _need(
-            self.expires_at == 0 or self.expires_at > self.issued_at,
-            "expires_at must be after issued_at",
-        )
+        # Every issuance a node admits or an audit replays passes here: the
+        # checks of _check_id and _check_time, inline.
+        credential_id, issued_at, expires_at = self.credential_id, self.issued_at, self.expires_at
+        if type(credential_id) is not bytes or len(credential_id) != ID_BYTES:
+            raise RecordError("credential_id must be 32 bytes")
+        if type(issued_at) is not int or not 0 <= issued_at < TIMESTAMP_MAX:
+            raise RecordError("issued_at must be unix seconds")
+        if type(expires_at) is not int or not 0 <= expires_at < TIMESTAMP_MAX:
+            raise RecordError("expires_at must be unix seconds")
+        if expires_at and expires_at <= issued_at:
+            raise RecordError("expires_at must be after issued_at")
 
     def to_map(self) -> dict:
         return {
@@ -396,6 +400,7 @@ BODY_TYPES: dict[str, type] = {
         CredentialBatch, BatchRevocation, ConsortiumChange,
     )
 }
+_BODY_TYPE_SET = frozenset(BODY_TYPES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,20 +429,17 @@ class SignedRecord:
     """`ids` split into ids, once: a node judges a batch at admission, in the block and on commit."""
 
     def __post_init__(self) -> None:
-        _need(type(self.body) in BODY_TYPES.values(), "unknown record body")
-        _need(
-            type(self.signer) is bytes and len(self.signer) == crypto.PUBLIC_KEY_BYTES,
-            "signer must be a 32-byte Ed25519 key",
-        )
-        _need(
-            type(self.signature) is bytes and len(self.signature) == crypto.SIGNATURE_BYTES,
-            "signature must be 64 bytes",
-        )
-        batch = type(self.body) is CredentialBatch
-        if batch:
+        body_type = type(self.body)
+        if body_type not in _BODY_TYPE_SET:
+            raise RecordError("unknown record body")
+        if type(self.signer) is not bytes or len(self.signer) != crypto.PUBLIC_KEY_BYTES:
+            raise RecordError("signer must be a 32-byte Ed25519 key")
+        if type(self.signature) is not bytes or len(self.signature) != crypto.SIGNATURE_BYTES:
+            raise RecordError("signature must be 64 bytes")
+        if body_type is CredentialBatch:
             object.__setattr__(self, "listed", _check_batch_ids(self.body, self.ids))
-        else:
-            _need(not self.ids, "only a batch carries ids")
+        elif self.ids:
+            raise RecordError("only a batch carries ids")
         if not self.unsigned:
             object.__setattr__(self, "unsigned", codec.encode(self._map(with_signature=False)))
         if not self.leaf:
