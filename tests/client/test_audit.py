@@ -21,9 +21,9 @@ import zlib
 
 import pytest
 
+from client import audit_run
 from client.audit import Auditor, AuditStoreError
 from client.audit_evidence import check_evidence
-from client import audit_run
 from client.audit_run import AuditInputError, AuditOptions, audit_chain
 from client.chain_file import MAGIC_LINE, ChainFileWriter, Trailer
 from client.chain_import import import_chain
