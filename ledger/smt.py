@@ -55,7 +55,8 @@ a small dict while the tiles below it are rebuilt, then the stored tile is
 spliced (unchanged slots copied in runs) and put, once. The caller writes
 `MapUpdate.puts` in its own batch and then calls `committed(update)`;
 updates never touch the committed state, so competing proposals can be
-computed from one state and all but one dropped.
+computed from one state and all but one dropped. The update itself is
+`ledger.smt_update`, which is also compiled (docs/native.md).
 
 Cache
 -----
@@ -76,8 +77,6 @@ map starts empty and its store holds only the tiles below `memory_depth`.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import hashlib
 import operator
 from collections.abc import Callable, Iterable, Mapping
@@ -94,20 +93,23 @@ from ledger.smt_proof import (
     PrefixProof,
     Proof,
 )
+from ledger.smt_update import (
+    TILE_HEIGHT,
+    VALUE_SIZE,
+    Builder,
+    MissingNodeError,
+    slot_offsets,
+    slot_value,
+)
 from ledger.store import Store, WriteBatch
 
 CACHE_DEPTH = 16
-TILE_HEIGHT = 4
 LEAVES_MAX = 4096
-LOAD_PUTS_MAX = 100_000
-"""`load` writes its puts in store batches of about this many."""
 
 _sha256 = hashlib.sha256
 _first = operator.itemgetter(0)
 _LEAF = LEAF_TAG[0]
 _NODE = NODE_TAG[0]
-_VALUE_SIZE = 1 + 2 * HASH_SIZE
-_SLOTS = (1 << TILE_HEIGHT) - 1
 _BANDS = KEY_BITS // TILE_HEIGHT + 1  # band depths 0, 4, ..., 256
 # Path bytes of a tile key at each depth: ceil(depth / 8) of them, and how a
 # key (as an int) turns into them.
@@ -127,11 +129,6 @@ class TooManyLeavesError(MapError):
     def __init__(self, leaves_max: int) -> None:
         super().__init__(f"more than {leaves_max} leaves under the prefix")
         self.leaves_max = leaves_max
-
-
-class MissingNodeError(LookupError):
-    """The store lacks a tile or position the tree says it holds, or holds a
-    malformed one: the store is corrupt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,55 +160,9 @@ def _slot_of(depth: int, path: int) -> int:
     return (1 << row) - 1 + ((path >> (KEY_BITS - depth)) & ((1 << row) - 1))
 
 
-def _slot_value(tile: bytes, slot: int) -> bytes | None:
-    bitmap = tile[0] << 8 | tile[1]
-    if not bitmap >> (15 - slot) & 1:
-        return None
-    offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
-    return tile[offset:offset + _VALUE_SIZE]
-
-
-@functools.cache
-def _slot_offsets(bitmap: int) -> tuple[int, ...]:
-    """The byte offset of each slot in a tile with this bitmap; 0 if the slot is empty."""
-    offsets = [0] * _SLOTS
-    offset = 2
-    for slot in range(_SLOTS):
-        if bitmap >> (15 - slot) & 1:
-            offsets[slot] = offset
-            offset += _VALUE_SIZE
-    return tuple(offsets)
-
-
-def _splice_tile(tile: bytes, edits: dict[int, bytes]) -> bytes:
-    """`tile` with the slot values in `edits` set: unchanged slots are copied
-    in runs, not one by one. Slots are only ever set, never emptied."""
-    bitmap = new_bitmap = tile[0] << 8 | tile[1]
-    offsets = _slot_offsets(bitmap)
-    pieces = [b""]
-    position = 2
-    for slot in sorted(edits):
-        offset = offsets[slot]
-        if offset:  # replaced
-            pieces += (tile[position:offset], edits[slot])
-            position = offset + _VALUE_SIZE
-        else:  # inserted before the next non-empty slot
-            offset = 2 + _VALUE_SIZE * (bitmap >> (16 - slot)).bit_count()
-            pieces += (tile[position:offset], edits[slot])
-            position = offset
-            new_bitmap |= 1 << (15 - slot)
-    pieces.append(tile[position:])
-    pieces[0] = new_bitmap.to_bytes(2, "big")
-    return b"".join(pieces)
-
-
-_NO_TILE = b"\x00\x00"
-"""What a tile that does not exist yet is spliced into."""
-
-
 def _check_tile(tile: bytes, band: int) -> bytes:
     bitmap = tile[0] << 8 | tile[1] if len(tile) >= 2 else 0
-    if not bitmap & 0x8000 or bitmap & 1 or len(tile) != 2 + _VALUE_SIZE * bitmap.bit_count():
+    if not bitmap & 0x8000 or bitmap & 1 or len(tile) != 2 + VALUE_SIZE * bitmap.bit_count():
         raise MissingNodeError(f"malformed map tile at depth {band * TILE_HEIGHT}")
     return tile
 
@@ -273,7 +224,7 @@ class SparseMerkleMap:
         append = siblings.append
         depth = 0
         slot = 0
-        offsets = _slot_offsets(tile[0] << 8 | tile[1])
+        offsets = slot_offsets(tile[0] << 8 | tile[1])
         while True:
             offset = offsets[slot]
             tag = tile[offset]
@@ -293,7 +244,7 @@ class SparseMerkleMap:
                     tile = fetch(depth >> 2, path)
                     if tile is None:
                         raise MissingNodeError(f"map tile at depth {depth} missing")
-                    offsets = _slot_offsets(tile[0] << 8 | tile[1])
+                    offsets = slot_offsets(tile[0] << 8 | tile[1])
                     slot = 0
             elif tag == leaf:
                 return Proof.from_checked_parts(
@@ -369,7 +320,7 @@ class SparseMerkleMap:
                 raise MapError("value hashes must be 32 bytes")
         if not changes:
             return MapUpdate(self._root, self._root, [], [])
-        builder = _Builder(self, sorted(changes.items(), key=_first))
+        builder = self._builder(sorted(changes.items(), key=_first))
         root = builder.run()
         return MapUpdate(self._root, root, builder.puts, builder.cached)
 
@@ -388,7 +339,7 @@ class SparseMerkleMap:
 
     def load(self, items: Iterable[tuple[bytes, bytes]], sync: bool = True) -> bytes:
         """Fill an empty map with (key, value hash) pairs, writing to the store
-        in batches of about LOAD_PUTS_MAX puts; returns the new root.
+        in batches of about `ledger.smt_update.LOAD_PUTS_MAX` puts; returns the new root.
 
         For a first load (a bulk import, a benchmark): the same tree as
         `update`, built without reading the store or holding all its puts in
@@ -413,14 +364,14 @@ class SparseMerkleMap:
 
         def flush(puts: list[tuple[bytes, bytes]]) -> None:
             batch = WriteBatch()
-            batch.ops = puts[:]
+            batch.put_all(puts)
             store.write(batch, sync=False)
             puts.clear()
 
-        builder = _Builder(self, pairs, flush)
+        builder = self._builder(pairs, flush)
         root = builder.run()
         batch = WriteBatch()
-        batch.ops = builder.puts
+        batch.put_all(builder.puts)
         store.write(batch, sync=sync)
         self.committed(MapUpdate(self._root, root, [], builder.cached))
         return root
@@ -438,6 +389,10 @@ class SparseMerkleMap:
 
     # -- internals -----------------------------------------------------------------
 
+    def _builder(self, items: list[tuple[bytes, bytes]],
+                 flush: Callable[[list[tuple[bytes, bytes]]], None] | None = None) -> Builder:
+        return Builder(self._fetch, self._tile_key, self._memory_bands, self._cache_bands, self._root, items, flush)
+
     def _tile_key(self, band: int, path: int) -> bytes:
         depth = band * TILE_HEIGHT
         return self._band_keys[band] + (
@@ -449,7 +404,7 @@ class SparseMerkleMap:
         if band < self._cache_bands:
             level = self._cache[band]
             tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
-            tile = level.get(tile_path)
+            tile: bytes | None = level.get(tile_path)
             if tile is None and band >= self._memory_bands:
                 tile = self._store.get(self._tile_key(band, path))
                 if tile is not None:
@@ -461,7 +416,7 @@ class SparseMerkleMap:
     def _read(self, depth: int, path: int) -> bytes | None:
         """The committed value of position (depth, first `depth` bits of `path`), or None."""
         tile = self._fetch(depth >> 2, path)
-        return None if tile is None else _slot_value(tile, _slot_of(depth, path))
+        return None if tile is None else slot_value(tile, _slot_of(depth, path))
 
     def _child(self, depth: int, path: int) -> bytes:
         """The value of a position its parent says is not empty."""
@@ -469,235 +424,6 @@ class SparseMerkleMap:
         if value is None or value[0] not in (_LEAF, _NODE):
             raise MissingNodeError(f"map position at depth {depth} missing or malformed")
         return value
-
-
-class _Builder:
-    """One batch of changes applied to the committed tree, in memory.
-
-    `ints`, `keys`, `value_hashes` are the changes sorted by key. The
-    methods work tile by tile: a tile is its committed bytes (`tile`, or
-    _NO_TILE) and `edits`, the slots rebuilt so far (slot -> value); a
-    position's children are slots 2s + 1 and 2s + 2, or slot 0 of a tile of
-    the next band. A tile is spliced and put once, after everything below
-    it. Each method works on a half-open range [low, high) of changes below
-    one position and returns that position's new hash.
-    """
-
-    def __init__(self, tree: SparseMerkleMap, items: list[tuple[bytes, bytes]],
-                 flush: Callable[[list[tuple[bytes, bytes]]], None] | None = None) -> None:
-        self.tree = tree
-        self.keys = [key for key, _ in items]
-        self.value_hashes = [value_hash for _, value_hash in items]
-        self.ints = [int.from_bytes(key, "big") for key in self.keys]
-        self.puts: list[tuple[bytes, bytes]] = []
-        self.cached: list[tuple[int, int, bytes]] = []
-        self.flush = flush  # set for a load: puts stream out to the store
-
-    def run(self) -> bytes:
-        tile = None if self.flush else self.tree._fetch(0, 0)
-        if tile is None:
-            return self.new_tile(0, self.ints, self.keys, self.value_hashes, 0, len(self.ints))
-        return self.old_tile(0, tile, self.tree._root, 0, len(self.ints))
-
-    def emit(self, depth: int, path: int, tile: bytes, edits: dict[int, bytes]) -> None:
-        """Put the tile whose slot 0 is position (depth, path)."""
-        if tile is _NO_TILE:  # every slot is new: no splicing
-            bitmap = 0
-            for slot in edits:
-                bitmap |= 1 << (15 - slot)
-            tile = bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
-        else:
-            tile = _splice_tile(tile, edits)
-        band = depth >> 2
-        if band >= self.tree._memory_bands:
-            self.puts.append((self.tree._tile_key(band, path), tile))
-        if band < self.tree._cache_bands:
-            self.cached.append((band, path >> (KEY_BITS - depth), tile))
-        if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:
-            self.flush(self.puts)
-
-    def new_tile(self, depth: int, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
-                 low: int, high: int) -> bytes:
-        """A tile that was empty, at band depth `depth`, holding [low, high) (at least one)."""
-        edits: dict[int, bytes] = {}
-        root = self.fresh(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, low, high)
-        self.emit(depth, ints[low], _NO_TILE, edits)
-        return root
-
-    def old_tile(self, depth: int, tile: bytes, old_hash: bytes, low: int, high: int) -> bytes:
-        """The stored `tile` at band depth `depth` (slot 0 hashing to
-        `old_hash`), with the changes [low, high) below it."""
-        edits: dict[int, bytes] = {}
-        if high - low == 1:
-            root = self.single(tile, edits, 0, depth, depth + TILE_HEIGHT, old_hash, low)
-        else:
-            root = self.existing(tile, edits, 0, depth, depth + TILE_HEIGHT, old_hash, low, high)
-        if root != old_hash:
-            self.emit(depth, self.ints[low], tile, edits)
-        return root
-
-    def child_tile(self, depth: int, old_hash: bytes, low: int, high: int) -> bytes:
-        """The tile at band depth `depth` below the changes [low, high), whose
-        slot 0 hashes to `old_hash` (EMPTY: it does not exist yet)."""
-        if old_hash == EMPTY:
-            return self.new_tile(depth, self.ints, self.keys, self.value_hashes, low, high)
-        tile = self.tree._fetch(depth >> 2, self.ints[low])
-        if tile is None:
-            raise MissingNodeError(f"map tile at depth {depth} missing")
-        return self.old_tile(depth, tile, old_hash, low, high)
-
-    def fresh(self, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
-              ints: list[int], keys: list[bytes], value_hashes: list[bytes], low: int, high: int) -> bytes:
-        """A new subtree at `slot` (depth `depth`) holding exactly [low, high)
-        (at least one); depth `bottom` starts the next band's tiles."""
-        sha256 = _sha256
-        if high - low == 1:
-            value = edits[slot] = LEAF_TAG + keys[low] + value_hashes[low]
-            return sha256(value).digest()
-        shift = 255 - depth
-        middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
-        depth += 1
-        if depth == bottom:
-            left = self.new_tile(depth, ints, keys, value_hashes, low, middle) if middle > low else EMPTY
-            right = self.new_tile(depth, ints, keys, value_hashes, middle, high) if high > middle else EMPTY
-        else:
-            if middle == low:
-                left = EMPTY
-            elif middle - low == 1:  # a leaf, inline: half the calls of a load
-                value = edits[2 * slot + 1] = LEAF_TAG + keys[low] + value_hashes[low]
-                left = sha256(value).digest()
-            else:
-                left = self.fresh(edits, 2 * slot + 1, depth, bottom, ints, keys, value_hashes, low, middle)
-            if middle == high:
-                right = EMPTY
-            elif high - middle == 1:
-                value = edits[2 * slot + 2] = LEAF_TAG + keys[middle] + value_hashes[middle]
-                right = sha256(value).digest()
-            else:
-                right = self.fresh(edits, 2 * slot + 2, depth, bottom, ints, keys, value_hashes, middle, high)
-        value = edits[slot] = NODE_TAG + left + right
-        return sha256(value).digest()
-
-    def existing(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
-                 old_hash: bytes, low: int, high: int) -> bytes:
-        """The stored, non-empty position at `slot` (depth `depth`, hash
-        `old_hash`) with at least two changes [low, high) below it."""
-        value = _slot_value(tile, slot)
-        if value is None or value[0] not in (_LEAF, _NODE):
-            raise MissingNodeError(f"map position at depth {depth} missing or malformed")
-        ints = self.ints
-        if value[0] == _LEAF:
-            # The lone leaf gains neighbours: rebuild the subtree with it.
-            old_key = value[1:33]
-            old_int = int.from_bytes(old_key, "big")
-            index = bisect.bisect_left(ints, old_int, low, high)
-            if index < high and ints[index] == old_int:  # the changes replace it
-                return self.fresh(edits, slot, depth, bottom, ints, self.keys, self.value_hashes, low, high)
-            return self.fresh(
-                edits, slot, depth, bottom,
-                ints[low:index] + [old_int] + ints[index:high],
-                self.keys[low:index] + [old_key] + self.keys[index:high],
-                self.value_hashes[low:index] + [value[33:]] + self.value_hashes[index:high],
-                0, high - low + 1,
-            )
-        left, right = value[1:33], value[33:]
-        shift = 255 - depth
-        middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
-        depth += 1
-        new_left, new_right = left, right
-        if middle > low:
-            if depth == bottom:
-                new_left = self.child_tile(depth, left, low, middle)
-            elif left == EMPTY:
-                new_left = self.fresh(edits, 2 * slot + 1, depth, bottom, ints, self.keys, self.value_hashes,
-                                      low, middle)
-            elif middle - low == 1:
-                new_left = self.single(tile, edits, 2 * slot + 1, depth, bottom, left, low)
-            else:
-                new_left = self.existing(tile, edits, 2 * slot + 1, depth, bottom, left, low, middle)
-        if high > middle:
-            if depth == bottom:
-                new_right = self.child_tile(depth, right, middle, high)
-            elif right == EMPTY:
-                new_right = self.fresh(edits, 2 * slot + 2, depth, bottom, ints, self.keys, self.value_hashes,
-                                       middle, high)
-            elif high - middle == 1:
-                new_right = self.single(tile, edits, 2 * slot + 2, depth, bottom, right, middle)
-            else:
-                new_right = self.existing(tile, edits, 2 * slot + 2, depth, bottom, right, middle, high)
-        if new_left == left and new_right == right:
-            return old_hash
-        value = edits[slot] = NODE_TAG + new_left + new_right
-        return _sha256(value).digest()
-
-    def single(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
-               old_hash: bytes, index: int) -> bytes:
-        """`existing` with one change, `index`: walk down its path, through
-        the tiles below too, then rebuild upwards; no search, no call per
-        level or tile. Puts the tiles below; the caller puts `tile`."""
-        sha256 = _sha256
-        node, leaf, empty = _NODE, _LEAF, EMPTY
-        path = self.ints[index]
-        key = self.keys[index]
-        value_hash = self.value_hashes[index]
-        offsets = _slot_offsets(tile[0] << 8 | tile[1])
-        passed = []  # (edits, slot, sibling, bit) of the nodes walked through
-        below = []  # (depth, tile, edits) of the tiles entered below `tile`
-        while True:
-            offset = offsets[slot]
-            tag = tile[offset] if offset else None
-            if tag == node:
-                bit = path >> (255 - depth) & 1
-                if bit:
-                    passed.append((edits, slot, tile[offset + 1:offset + 33], 1))
-                    child = tile[offset + 33:offset + 65]
-                else:
-                    passed.append((edits, slot, tile[offset + 33:offset + 65], 0))
-                    child = tile[offset + 1:offset + 33]
-                depth += 1
-                slot = 2 * slot + 1 + bit
-                if depth == bottom:  # the child is slot 0 of a tile of the next band
-                    edits = {}
-                    if child == empty:
-                        value = edits[0] = LEAF_TAG + key + value_hash
-                        below.append((depth, _NO_TILE, edits))
-                        current = sha256(value).digest()
-                        break
-                    tile = self.tree._fetch(depth >> 2, path)
-                    if tile is None:
-                        raise MissingNodeError(f"map tile at depth {depth} missing")
-                    below.append((depth, tile, edits))
-                    offsets = _slot_offsets(tile[0] << 8 | tile[1])
-                    slot = 0
-                    bottom += TILE_HEIGHT
-                elif child == empty:
-                    value = edits[slot] = LEAF_TAG + key + value_hash
-                    current = sha256(value).digest()
-                    break
-            elif tag == leaf:
-                old_key = tile[offset + 1:offset + 33]
-                old_value_hash = tile[offset + 33:offset + 65]
-                if old_key == key:
-                    if old_value_hash == value_hash:
-                        return old_hash  # nothing changed on the way down
-                    value = edits[slot] = LEAF_TAG + key + value_hash
-                    current = sha256(value).digest()
-                else:  # two leaves where one was
-                    old_int = int.from_bytes(old_key, "big")
-                    if path < old_int:
-                        ints, keys, value_hashes = [path, old_int], [key, old_key], [value_hash, old_value_hash]
-                    else:
-                        ints, keys, value_hashes = [old_int, path], [old_key, key], [old_value_hash, value_hash]
-                    current = self.fresh(edits, slot, depth, bottom, ints, keys, value_hashes, 0, 2)
-                break
-            else:
-                raise MissingNodeError(f"map position at depth {depth} missing or malformed")
-        for edits, slot, sibling, bit in reversed(passed):
-            value = edits[slot] = NODE_TAG + sibling + current if bit else NODE_TAG + current + sibling
-            current = sha256(value).digest()
-        for depth, tile, edits in below:
-            self.emit(depth, path, tile, edits)
-        return current
 
 
 def _key_int(key: bytes) -> int:
