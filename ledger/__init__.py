@@ -1,0 +1,41 @@
+"""lacre's core: records, blocks, Merkle log and map, state; pure and deterministic.
+
+Some modules of this package may also exist compiled by mypyc
+(`scripts/_native.py`, which `scripts/*` run): the same source, built as a C
+extension, for the per-record hot paths. The build lives outside the source
+tree, in `build/native/ledger`, with a manifest of the source digests it was
+built from; it goes first on this package's path only while every digest
+matches, so an edited module is never shadowed by a stale build. Set
+LACRE_PURE=1 to run the sources alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+COMPILED: tuple[str, ...] = ()
+"""The modules of this package that run compiled (empty: pure Python only)."""
+
+
+def compiled_build(source: Path, built: Path) -> tuple[str, ...]:
+    """The modules compiled in `built` (a manifest and a `ledger` folder) from
+    the sources in `source`; empty unless the build matches every one of them."""
+    try:
+        manifest = json.loads((built / "manifest.json").read_text())
+        modules = manifest["modules"]
+        for name, digest in modules.items():
+            if hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest() != digest:
+                return ()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
+    return tuple(sorted(modules))
+
+
+if not os.environ.get("LACRE_PURE"):
+    _built = Path(__file__).resolve().parent.parent / "build" / "native"
+    COMPILED = compiled_build(Path(__file__).resolve().parent, _built)
+    if COMPILED:
+        __path__ = [str(_built / "ledger"), *__path__]

@@ -26,7 +26,9 @@ class IdFilter:
     """A Bloom filter of `size_bytes` (a power of two, at least 8) over ids of at least 12 bytes."""
 
     def __init__(self, size_bytes: int) -> None:
-        if type(size_bytes) is not int or size_bytes < 8 or size_bytes & (size_bytes - 1):
+        if not isinstance(size_bytes, int):  # compiled (scripts/_native.py), the call itself refuses it
+            raise TypeError("the filter's size is an int")
+        if size_bytes < 8 or size_bytes & (size_bytes - 1):
             raise ValueError("the filter's size is a power of two of at least 8 bytes")
         self._bits = bytearray(size_bytes)
         self._mask = size_bytes * 8 - 1

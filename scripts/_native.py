@@ -1,0 +1,98 @@
+"""Compile lacre's hot modules with mypyc into build/native (run by scripts/_venv.sh).
+
+The modules stay plain Python; mypyc, the compiler mypy and black ship with,
+builds each into a C extension from its type hints. `ledger/__init__.py`
+uses the build only while the manifest's digests match the sources, so this
+script rebuilds whenever a module changed and otherwise returns at once.
+Without mypyc or a C compiler, it says so and lacre runs its sources alone.
+
+    python scripts/_native.py [--check]   # --check: exit 1 unless the build is current
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "ledger"
+BUILT = ROOT / "build" / "native"
+
+MODULES = ("codec", "id_filter", "smt_update")
+"""Modules of ledger/ to compile: what runs per record (docs/native.md)."""
+
+
+def digests() -> dict[str, str]:
+    return {name: hashlib.sha256((SOURCE / f"{name}.py").read_bytes()).hexdigest() for name in MODULES}
+
+
+def current() -> bool:
+    sys.path.insert(0, str(ROOT))
+    from ledger import compiled_build
+
+    return compiled_build(SOURCE, BUILT) == tuple(sorted(MODULES))
+
+
+def _failed(output: str) -> bool:
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    print(f"native build failed; running pure Python:\n{tail}", file=sys.stderr)
+    shutil.rmtree(BUILT, ignore_errors=True)
+    return False
+
+
+def build() -> bool:
+    if importlib.util.find_spec("mypyc") is None:
+        print("native build skipped: mypyc is not installed; running pure Python", file=sys.stderr)
+        return False
+    wanted = digests()
+    with tempfile.TemporaryDirectory(prefix="lacre-native-") as work:
+        # mypyc type-checks the modules it compiles against the rest of the
+        # package, so it builds in a copy of the whole package.
+        shutil.copytree(SOURCE, Path(work) / "ledger", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        # msgpack and PyNaCl ship no type information: their calls stay Python calls.
+        (Path(work) / "mypy.ini").write_text("[mypy]\nignore_missing_imports = True\n")
+        # One extension per module: each carries its own runtime library
+        # beside it (`ledger/<name>__mypyc`), where the package path finds it.
+        for name in MODULES:
+            done = subprocess.run([sys.executable, "-m", "mypyc", f"ledger/{name}.py"], cwd=work,
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                return _failed(done.stdout + done.stderr)
+        # In the copy the extensions sit beside their sources, which they shadow.
+        probe = "import importlib; " + "; ".join(
+            f"assert importlib.import_module('ledger.{name}').__file__.endswith('.so')" for name in MODULES)
+        done = subprocess.run([sys.executable, "-c", probe], cwd=work, capture_output=True, text=True)
+        if done.returncode != 0:
+            return _failed(done.stdout + done.stderr)
+        extensions = sorted((Path(work) / "ledger").glob("*.so"))
+        if digests() != wanted:
+            print("native build skipped: sources changed while building", file=sys.stderr)
+            return False
+        shutil.rmtree(BUILT, ignore_errors=True)
+        (BUILT / "ledger").mkdir(parents=True)
+        for extension in extensions:
+            shutil.copy2(extension, BUILT / "ledger" / extension.name)
+    # The manifest goes last: a build interrupted before it is never used.
+    (BUILT / "manifest.json").write_text(json.dumps({"modules": wanted}, indent=1) + "\n")
+    return True
+
+
+def main(argv: list[str]) -> int:
+    if current():
+        return 0
+    if "--check" in argv:
+        print("native build is missing or stale", file=sys.stderr)
+        return 1
+    print(f"compiling {', '.join(MODULES)} with mypyc ...", file=sys.stderr)
+    build()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
