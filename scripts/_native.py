@@ -11,6 +11,7 @@ Without mypyc or a C compiler, it says so and lacre runs its sources alone.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -89,8 +90,13 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         print("native build is missing or stale", file=sys.stderr)
         return 1
-    print(f"compiling {', '.join(MODULES)} with mypyc ...", file=sys.stderr)
-    build()
+    BUILT.parent.mkdir(parents=True, exist_ok=True)
+    # Scripts started together (a devnet and the tests) build once, in turn.
+    with open(BUILT.parent / "native.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not current():
+            print(f"compiling {', '.join(MODULES)} with mypyc ...", file=sys.stderr)
+            build()
     return 0
 
 
