@@ -28,6 +28,7 @@ from pathlib import Path
 import aiohttp
 import nacl.signing
 
+import ledger
 from client import devnet
 from client.verify import ReceiptVerifier, verify_receipt
 from ledger.block import CommitCertificate, precommit
@@ -562,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         verify_rate = ed25519_verifications_per_s()
         rows.append(Row("Ed25519 verifications/s, one core (PyNaCl)", f"{verify_rate:,.0f}", "limit", "-", None))
+        rows.append(Row("ledger modules running compiled by mypyc (docs/native.md)",
+                        ", ".join(ledger.COMPILED) or "none: pure Python", "-", "-", None))
         if "merkle" in only:
             bench_merkle(rows, work, leaves, big)
         if "submit" in only:
