@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 COMPILED: tuple[str, ...] = ()
@@ -28,6 +29,9 @@ def compiled_build(source: Path, built: Path) -> tuple[str, ...]:
         modules = manifest["modules"]
         for name, digest in modules.items():
             if hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest() != digest:
+                return ()
+            # Built for this interpreter (another Python would not load it).
+            if not any((built / "ledger" / f"{name}{suffix}").is_file() for suffix in EXTENSION_SUFFIXES):
                 return ()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ()

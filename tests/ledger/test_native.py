@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,22 @@ def _digest(name: str) -> str:
 # -- which build is used ---------------------------------------------------------
 
 
+def _extension(built: Path, name: str, suffix: str = EXTENSION_SUFFIXES[0]) -> None:
+    (built / "ledger").mkdir(parents=True, exist_ok=True)
+    (built / "ledger" / f"{name}{suffix}").write_bytes(b"")
+
+
 def test_a_build_of_the_current_sources_is_used(tmp_path):
     _manifest(tmp_path, {"smt_update": _digest("smt_update")})
+    _extension(tmp_path, "smt_update")
     assert compiled_build(SOURCE, tmp_path) == ("smt_update",)
+
+
+def test_a_build_for_another_interpreter_is_not_used(tmp_path):
+    _manifest(tmp_path, {"smt_update": _digest("smt_update")})
+    assert compiled_build(SOURCE, tmp_path) == ()
+    _extension(tmp_path, "smt_update", ".cpython-399-x86_64-linux-gnu.so")
+    assert compiled_build(SOURCE, tmp_path) == ()
 
 
 @pytest.mark.parametrize("manifest", [
@@ -67,6 +81,8 @@ def test_a_stale_or_malformed_build_is_not_used(tmp_path, manifest):
 def test_one_stale_module_disables_the_whole_build(tmp_path):
     # The modules share one runtime library; none is used without the others.
     _manifest(tmp_path, {"smt_update": _digest("smt_update"), "smt": "0" * 64})
+    _extension(tmp_path, "smt_update")
+    _extension(tmp_path, "smt")
     assert compiled_build(SOURCE, tmp_path) == ()
 
 
