@@ -424,12 +424,17 @@ def bench_consortium(rows: list[Row], work: Path, count: int, latency_s: float) 
         authority = KeyPair.load(sorted((root / "authorities").glob("*.key"))[0])
         registration = SignedRecord.sign(IssuerRegistration(issuer.public_key, "Bench", "MX"), authority)
         asyncio.run(_submit_all(urls[0], [registration.encoded], 1, 1))
-        all_cores = ed25519_verifications_per_s_all_cores()
         records = sign_issuances(issuer, 0, count)
+        # The host's speed drifts within minutes: the limit is the mean of a
+        # measure just before and one just after (the nodes idle meanwhile).
+        before = ed25519_verifications_per_s_all_cores()
         rate = asyncio.run(_submit_all(urls, records, 2_000, 8))
+        after = ed25519_verifications_per_s_all_cores()
+        all_cores = (before + after) / 2
         reference = all_cores / 4
         rows.append(Row(f"committed records/s at saturation, 4 authorities ({count:,})", f"{rate:,.0f}",
-                        f"{all_cores:,.0f} verifications/s all cores / 4 = {reference:,.0f}", ">= 50%", rate >= 0.5 * reference))
+                        f"{all_cores:,.0f} verifications/s all cores (mean of {before:,.0f} before, "
+                        f"{after:,.0f} after) / 4 = {reference:,.0f}", ">= 50%", rate >= 0.5 * reference))
         light = max(1.0, 0.1 * rate)
         singles = sign_issuances(issuer, count, int(light * latency_s))
         latencies = asyncio.run(_latencies(urls, singles, light))
