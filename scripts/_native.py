@@ -29,58 +29,60 @@ MODULES = ("codec", "id_filter", "smt_update")
 """Modules of ledger/ to compile: what runs per record (docs/native.md)."""
 
 
-def digests() -> dict[str, str]:
-    return {name: hashlib.sha256((SOURCE / f"{name}.py").read_bytes()).hexdigest() for name in MODULES}
+def digests(source: Path = SOURCE, modules: tuple[str, ...] = MODULES) -> dict[str, str]:
+    return {name: hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest() for name in modules}
 
 
-def current() -> bool:
+def current(source: Path = SOURCE, built: Path = BUILT, modules: tuple[str, ...] = MODULES) -> bool:
     sys.path.insert(0, str(ROOT))
     from ledger import compiled_build
 
-    return compiled_build(SOURCE, BUILT) == tuple(sorted(MODULES))
+    return compiled_build(source, built) == tuple(sorted(modules))
 
 
-def _failed(output: str) -> bool:
+def _failed(built: Path, output: str) -> bool:
     tail = "\n".join(output.strip().splitlines()[-15:])
     print(f"native build failed; running pure Python:\n{tail}", file=sys.stderr)
-    shutil.rmtree(BUILT, ignore_errors=True)
+    shutil.rmtree(built, ignore_errors=True)
     return False
 
 
-def build() -> bool:
+def build(source: Path = SOURCE, built: Path = BUILT, modules: tuple[str, ...] = MODULES) -> bool:
+    """Compile `modules` of the package in `source` into `built`; False (and no build) if that fails."""
     if importlib.util.find_spec("mypyc") is None:
         print("native build skipped: mypyc is not installed; running pure Python", file=sys.stderr)
         return False
-    wanted = digests()
+    package = source.name
+    wanted = digests(source, modules)
     with tempfile.TemporaryDirectory(prefix="lacre-native-") as work:
         # mypyc type-checks the modules it compiles against the rest of the
         # package, so it builds in a copy of the whole package.
-        shutil.copytree(SOURCE, Path(work) / "ledger", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        shutil.copytree(source, Path(work) / package, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         # msgpack and PyNaCl ship no type information: their calls stay Python calls.
         (Path(work) / "mypy.ini").write_text("[mypy]\nignore_missing_imports = True\n")
         # One extension per module: each carries its own runtime library
-        # beside it (`ledger/<name>__mypyc`), where the package path finds it.
-        for name in MODULES:
-            done = subprocess.run([sys.executable, "-m", "mypyc", f"ledger/{name}.py"], cwd=work,
+        # beside it (`<package>/<name>__mypyc`), where the package path finds it.
+        for name in modules:
+            done = subprocess.run([sys.executable, "-m", "mypyc", f"{package}/{name}.py"], cwd=work,
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                return _failed(done.stdout + done.stderr)
+                return _failed(built, done.stdout + done.stderr)
         # In the copy the extensions sit beside their sources, which they shadow.
         probe = "import importlib; " + "; ".join(
-            f"assert importlib.import_module('ledger.{name}').__file__.endswith('.so')" for name in MODULES)
+            f"assert importlib.import_module('{package}.{name}').__file__.endswith('.so')" for name in modules)
         done = subprocess.run([sys.executable, "-c", probe], cwd=work, capture_output=True, text=True)
         if done.returncode != 0:
-            return _failed(done.stdout + done.stderr)
-        extensions = sorted((Path(work) / "ledger").glob("*.so"))
-        if digests() != wanted:
+            return _failed(built, done.stdout + done.stderr)
+        extensions = sorted((Path(work) / package).glob("*.so"))
+        if digests(source, modules) != wanted:
             print("native build skipped: sources changed while building", file=sys.stderr)
             return False
-        shutil.rmtree(BUILT, ignore_errors=True)
-        (BUILT / "ledger").mkdir(parents=True)
+        shutil.rmtree(built, ignore_errors=True)
+        (built / package).mkdir(parents=True)
         for extension in extensions:
-            shutil.copy2(extension, BUILT / "ledger" / extension.name)
+            shutil.copy2(extension, built / package / extension.name)
     # The manifest goes last: a build interrupted before it is never used.
-    (BUILT / "manifest.json").write_text(json.dumps({"modules": wanted}, indent=1) + "\n")
+    (built / "manifest.json").write_text(json.dumps({"modules": wanted}, indent=1) + "\n")
     return True
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import random
+import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -102,6 +103,50 @@ def test_on_ci_the_compiled_modules_are_the_ones_running():
     assert ledger.COMPILED == tuple(sorted(_native.MODULES))
     assert Path(smt_update.__file__).suffix == ".so"
     assert _native.current()
+
+
+# -- the build --------------------------------------------------------------------
+
+needs_mypyc = pytest.mark.skipif(
+    importlib.util.find_spec("mypyc") is None and not os.environ.get("LACRE_REQUIRE_NATIVE"),
+    reason="mypyc is not installed (the native extra)")
+
+
+def _package(tmp_path: Path, tiny: str) -> Path:
+    """A package named ledger, as the loader expects, with one module, tiny."""
+    source = tmp_path / "src" / "ledger"
+    source.mkdir(parents=True)
+    (source / "__init__.py").write_text("")
+    (source / "tiny.py").write_text(tiny)
+    return source
+
+
+@needs_mypyc
+def test_a_build_compiles_each_module_and_is_used_until_its_source_changes(tmp_path):
+    source = _package(tmp_path, "def double(n: int) -> int:\n    return 2 * n\n")
+    built = tmp_path / "built"
+    assert _native.build(source, built, ("tiny",))
+    assert json.loads((built / "manifest.json").read_text()) == {
+        "modules": {"tiny": hashlib.sha256((source / "tiny.py").read_bytes()).hexdigest()}}
+    assert compiled_build(source, built) == ("tiny",)
+    # What ledger/__init__.py does with a current build: its folder goes first.
+    probe = (f"import ledger; ledger.__path__.insert(0, {str(built / 'ledger')!r}); import ledger.tiny; "
+             "print(ledger.tiny.double(21), ledger.tiny.__file__.endswith('.so'))")
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=source.parent, capture_output=True, text=True)
+    assert ran.stdout.split() == ["42", "True"], ran.stderr
+    (source / "tiny.py").write_text("def double(n: int) -> int:\n    return n + n\n")
+    assert compiled_build(source, built) == ()
+
+
+@needs_mypyc
+def test_a_module_that_does_not_compile_leaves_no_build(tmp_path, capsys):
+    source = _package(tmp_path, 'def double(n: int) -> int:\n    return "twice"\n')
+    built = tmp_path / "built"
+    (built / "ledger").mkdir(parents=True)
+    (built / "manifest.json").write_text('{"modules": {}}')  # an earlier build
+    assert not _native.build(source, built, ("tiny",))
+    assert not built.exists()
+    assert "native build failed; running pure Python" in capsys.readouterr().err
 
 
 # -- compiled and pure compute the same ----------------------------------------------
