@@ -135,6 +135,7 @@ class Machine:
         self._cosignature_checks: dict[tuple[int, str, bytes], bool] = {}
         self._awaiting_body_round: int | None = None
         self._catch_up_hinted = False
+        self._catch_up_hints = 0  # hints given at this height: each asks the next peer ahead
 
     # -- read-only view, for the shell's status page and for tests ----------
 
@@ -460,10 +461,16 @@ class Machine:
                     self._broadcast(vote)
 
     def _hint_catch_up(self) -> None:
-        """Ask the shell to fetch blocks from the peer ahead of us we heard from last."""
+        """Ask the shell to fetch blocks from a peer ahead of us: the one we heard
+        from last, and at each later hint of this height the one before it, in turn.
+
+        "Heard from" means signed: a down peer's votes, relayed by the others,
+        keep it the most recent one, so asking it alone could stall forever."""
         if not self._catch_up_hinted:
             self._catch_up_hinted = True
-            peer = next(reversed(self._peers_ahead))
+            peers = list(self._peers_ahead)
+            peer = peers[-1 - self._catch_up_hints % len(peers)]
+            self._catch_up_hints += 1
             self._actions.append(CatchUp(peer, self._peers_ahead[peer]))
 
     def _broadcast(self, message: Message) -> None:

@@ -37,4 +37,12 @@ REGRESSION_SEEDS: list[tuple[int, int, str]] = [
                     "precommit that had moved one node a round ahead died with the crashes (only signed statements "
                     "are durable); the others, 2 votes short of q and 1 sender short of f+1, never timed out again; "
                     "count authorities heard at a later round toward the q of any that starts a timeout"),
+    # Checked: the fix changes which peer early hints ask, so the seed now takes
+    # another path from 914 ms (before the heal at 2595 ms). Replaying the old
+    # path to its stall (at 10, 30 or 60 s virtual) and hinting in turn from then
+    # on, the cluster commits 3 heights within 2.1-3.0 s; test_machine.py's
+    # test_catch_up_asks_each_peer_ahead_in_turn pins the rule itself.
+    (957643, 6_000, "n=7, two kept down: the three nodes a height behind asked only a down peer for blocks, forever: "
+                    "its votes, relayed by the two ahead, kept it the peer heard from last; hint each peer ahead "
+                    "in turn"),
 ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from consensus.actions import Broadcast, BuildProposal, Commit, Dropped, PersistSigned, RecordEvidence, ValidateProposal
+from consensus.actions import (
+    Broadcast, BuildProposal, CatchUp, Commit, Dropped, PersistSigned, RecordEvidence, ValidateProposal,
+)
 from consensus.events import BlockApplied, MessageReceived, ProposalBodyReady, ProposalValidated, Start, TimeoutFired, TimeoutKind
 from consensus.evidence import Evidence
 from consensus.machine import Machine
@@ -151,6 +153,34 @@ def test_block_applied_by_catch_up_moves_to_the_next_height() -> None:
     actions = node.step(BlockApplied(5))
     assert node.height == 6 and node.round == 0
     assert any(isinstance(a, BuildProposal) for a in actions) == (AUTHORITIES.proposer(6, 0).name == "inst-0")
+
+
+def prevote_by(index: int, height: int) -> bytes:
+    key = KEYS[index]
+    unsigned = Vote(VoteKind.PREVOTE, height, 0, b"", key.name, bytes(64))
+    signed = Vote(VoteKind.PREVOTE, height, 0, b"", key.name, key.sign(crypto.VOTE_CONTEXT, unsigned.signed_bytes(CHAIN)))
+    return encode_message(CHAIN, signed)
+
+
+def test_catch_up_asks_each_peer_ahead_in_turn() -> None:
+    """Hints go to the peer ahead heard from last, then the one before it, and
+    so on. A peer that is down stays the one "heard from last" when the others
+    relay its votes, and asking only it stalled two nodes for good (simulator
+    seed 957643)."""
+    node = machine(0)
+    node.step(Start())
+    hints = []
+    for index in (2, 1, 3):  # inst-3 heard from last
+        hints += [a.peer for a in node.step(MessageReceived(prevote_by(index, 5))) if isinstance(a, CatchUp)]
+    assert hints == ["inst-2"]  # one hint per retransmit period
+    for _ in range(4):
+        actions = node.step(TimeoutFired(1, 0, TimeoutKind.RETRANSMIT))
+        hints += [a.peer for a in actions if isinstance(a, CatchUp)]
+    assert hints == ["inst-2", "inst-1", "inst-2", "inst-3", "inst-1"]
+    # Another height starts from the most recent peer again.
+    node.step(BlockApplied(1))
+    actions = node.step(MessageReceived(prevote_by(3, 6)))
+    assert [a.peer for a in actions if isinstance(a, CatchUp)] == ["inst-3"]
 
 
 def test_a_body_swapped_under_a_signed_proposal_is_neither_trusted_nor_fatal() -> None:
