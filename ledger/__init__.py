@@ -39,7 +39,8 @@ def compiled_build(source: Path, built: Path) -> tuple[str, ...]:
 
 
 if not os.environ.get("LACRE_PURE"):
-    _built = Path(__file__).resolve().parent.parent / "build" / "native"
-    COMPILED = compiled_build(Path(__file__).resolve().parent, _built)
+    _source = Path(__file__).resolve().parent
+    _built = _source.parent / "build" / "native"
+    COMPILED = compiled_build(_source, _built)
     if COMPILED:
         __path__ = [str(_built / "ledger"), *__path__]
