@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from ledger.leveldb_store import LevelDBStore
@@ -136,3 +138,24 @@ def test_leveldb_data_survives_reopening(tmp_path):
 def test_leveldb_refuses_a_missing_directory_without_create(tmp_path):
     with pytest.raises(Exception):
         LevelDBStore(tmp_path / "nothing", create=False)
+
+
+@pytest.mark.parametrize("table_bytes", [1 << 20, 32 << 20])
+def test_leveldb_compacts_into_tables_of_table_bytes(tmp_path, table_bytes):
+    # 6 MB of random keys, as the map and the indexes write them.
+    store = LevelDBStore(tmp_path / "db", table_bytes=table_bytes, write_buffer_bytes=1 << 20)
+    try:
+        for chunk in range(6):
+            batch = WriteBatch()
+            batch.put_all([(hashlib.sha256(b"%d" % (chunk * 10_000 + i)).digest(), bytes(68)) for i in range(10_000)])
+            store.write(batch, sync=False)
+        store.compact()
+        tables = sorted(path.stat().st_size for path in (tmp_path / "db").glob("*.ldb"))
+    finally:
+        store.close()
+    assert sum(tables) > 6_000_000
+    if table_bytes < 6_000_000:
+        # LevelDB closes a table once it passes the size, then adds its index and filter.
+        assert len(tables) >= 5 and tables[-1] < table_bytes * 9 // 8
+    else:
+        assert tables[-1] > 4 << 20  # LevelDB's own default would have cut it at 2 MB
