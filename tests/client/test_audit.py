@@ -378,6 +378,21 @@ def test_stop_and_resume_from_the_saved_state(tmp_path, chain_blocks):
     assert refused.violation.rule == "resume-head" and refused.violation.height == 7
 
 
+def test_the_audit_s_own_store_takes_big_tables_and_a_big_memtable(tmp_path, chain_blocks, monkeypatch):
+    """Thousands of LevelDB's default 2 MB tables slowed an audit of 5M records (docs/audit.md)."""
+    opened = []
+
+    class Recording(audit_run.LevelDBStore):
+        def __init__(self, path, **options):
+            opened.append(options)
+            super().__init__(path, **options)
+
+    monkeypatch.setattr(audit_run, "LevelDBStore", Recording)
+    write(tmp_path / "chain.lacre", chain_blocks)
+    assert audit(file=tmp_path / "chain.lacre", state_path=tmp_path / "audit.json").ok
+    assert [(o["table_bytes"], o["write_buffer_bytes"]) for o in opened] == [(32 << 20, 64 << 20)]
+
+
 @pytest.mark.parametrize("stop_at", [None, 2, 6])
 def test_a_batch_a_block_flows_through_the_pipeline_in_order(tmp_path, chain_blocks, monkeypatch, stop_at):
     """With one block a batch, several batches are being verified while one is judged:
