@@ -74,7 +74,7 @@ objects; the default threshold (700) would run the cyclic collector over
 the live batch hundreds of times per block."""
 # Table files the audit's own store keeps open: each holds its index and Bloom
 # filter in memory, and the store grows with the chain; the audit's memory must
-# not. 128 tables of STATE_TABLE_BYTES hold 4 GB, the store of about 6M records.
+# not. 128 tables of STATE_TABLE_BYTES hold 4 GB.
 STATE_OPEN_FILES = 128
 # The audit's store takes every block's map tiles, entries and record index
 # at random keys. With LevelDB's 2 MB tables, 5M records made thousands of
