@@ -199,6 +199,18 @@ class Builder:
         value = edits[slot] = NODE_TAG + left + right
         return sha256(value).digest()
 
+    def child(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
+              old_hash: bytes, low: int, high: int) -> bytes:
+        """The new hash of a node's child at `slot` (depth `depth`, stored hash
+        `old_hash`, EMPTY if none) with the changes [low, high) below it."""
+        if depth == bottom:
+            return self.child_tile(depth, old_hash, low, high)
+        if old_hash == EMPTY:
+            return self.fresh(edits, slot, depth, bottom, self.ints, self.keys, self.value_hashes, low, high)
+        if high - low == 1:
+            return self.single(tile, edits, slot, depth, bottom, old_hash, low)
+        return self.existing(tile, edits, slot, depth, bottom, old_hash, low, high)
+
     def existing(self, tile: bytes, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
                  old_hash: bytes, low: int, high: int) -> bytes:
         """The stored, non-empty position at `slot` (depth `depth`, hash
@@ -227,25 +239,9 @@ class Builder:
         depth += 1
         new_left, new_right = left, right
         if middle > low:
-            if depth == bottom:
-                new_left = self.child_tile(depth, left, low, middle)
-            elif left == EMPTY:
-                new_left = self.fresh(edits, 2 * slot + 1, depth, bottom, ints, self.keys, self.value_hashes,
-                                      low, middle)
-            elif middle - low == 1:
-                new_left = self.single(tile, edits, 2 * slot + 1, depth, bottom, left, low)
-            else:
-                new_left = self.existing(tile, edits, 2 * slot + 1, depth, bottom, left, low, middle)
+            new_left = self.child(tile, edits, 2 * slot + 1, depth, bottom, left, low, middle)
         if high > middle:
-            if depth == bottom:
-                new_right = self.child_tile(depth, right, middle, high)
-            elif right == EMPTY:
-                new_right = self.fresh(edits, 2 * slot + 2, depth, bottom, ints, self.keys, self.value_hashes,
-                                       middle, high)
-            elif high - middle == 1:
-                new_right = self.single(tile, edits, 2 * slot + 2, depth, bottom, right, middle)
-            else:
-                new_right = self.existing(tile, edits, 2 * slot + 2, depth, bottom, right, middle, high)
+            new_right = self.child(tile, edits, 2 * slot + 2, depth, bottom, right, middle, high)
         if new_left == left and new_right == right:
             return old_hash
         value = edits[slot] = NODE_TAG + new_left + new_right
