@@ -21,6 +21,11 @@ COMPILED: tuple[str, ...] = ()
 """The modules of this package that run compiled (empty: pure Python only)."""
 
 
+def source_digest(source: Path, name: str) -> str:
+    """The SHA-256 (hex) of module `name`'s source in `source`: what a build is keyed by."""
+    return hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest()
+
+
 def compiled_build(source: Path, built: Path) -> tuple[str, ...]:
     """The modules compiled in `built` (a manifest and a `ledger` folder) from
     the sources in `source`; empty unless the build matches every one of them."""
@@ -28,7 +33,7 @@ def compiled_build(source: Path, built: Path) -> tuple[str, ...]:
         manifest = json.loads((built / "manifest.json").read_text())
         modules = manifest["modules"]
         for name, digest in modules.items():
-            if hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest() != digest:
+            if source_digest(source, name) != digest:
                 return ()
             # Built for this interpreter (another Python would not load it).
             if not any((built / "ledger" / f"{name}{suffix}").is_file() for suffix in EXTENSION_SUFFIXES):

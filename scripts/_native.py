@@ -12,7 +12,6 @@ Without mypyc or a C compiler, it says so and lacre runs its sources alone.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -26,14 +25,14 @@ SOURCE = ROOT / "ledger"
 BUILT = ROOT / "build" / "native"
 
 sys.path.insert(0, str(ROOT))
-from ledger import compiled_build  # noqa: E402  (the loader's own test of a build)
+from ledger import compiled_build, source_digest  # noqa: E402  (the loader's own test of a build)
 
 MODULES = ("codec", "id_filter", "smt_update")
 """Modules of ledger/ to compile: what runs per record (docs/native.md)."""
 
 
 def digests(source: Path = SOURCE, modules: tuple[str, ...] = MODULES) -> dict[str, str]:
-    return {name: hashlib.sha256((source / f"{name}.py").read_bytes()).hexdigest() for name in modules}
+    return {name: source_digest(source, name) for name in modules}
 
 
 def current(source: Path = SOURCE, built: Path = BUILT, modules: tuple[str, ...] = MODULES) -> bool:
