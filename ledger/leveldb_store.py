@@ -126,7 +126,12 @@ class LevelDBStore:
 
     def compact(self) -> None:
         """Compact the whole store now (LevelDB otherwise does it in the background)."""
-        self.db.compact_range()
+        # plyvel passes an omitted bound as the empty key, not as "no bound":
+        # compact_range() alone asks LevelDB for the range ['', ''], nothing.
+        with self.db.iterator(reverse=True, include_value=False) as keys:
+            last = next(keys, None)
+        if last is not None:
+            self.db.compact_range(stop=last)
 
     def close(self) -> None:
         if self._db is not None:
