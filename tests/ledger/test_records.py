@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import codec, crypto
 from ledger.merkle import leaf_hash
@@ -21,7 +23,9 @@ from ledger.records import (
     IssuerRotation,
     RecordError,
     RevocationReason,
+    TIMESTAMP_MAX,
     SignedRecord,
+    _decode_issuance,
 )
 from tests.conftest import seeded_key
 
@@ -158,3 +162,68 @@ def test_decoded_bytes_are_exactly_what_the_fields_rebuild(body):
     record = SignedRecord.decode(SignedRecord.sign(body, KEY).encoded)
     rebuilt = SignedRecord(record.body, record.signer, record.signature)
     assert rebuilt.encoded == record.encoded and rebuilt.unsigned == record.unsigned
+
+
+# -- the fast path of a single issuance -----------------------------------------
+# `decode` reads a single issuance with a pattern instead of the generic
+# decoder. The two must agree on every input: same record, or both refuse.
+
+def _outcome(decode, data: bytes):
+    try:
+        record = decode(data)
+    except RecordError:
+        return "refused"
+    return tuple(getattr(record, name) for name in SignedRecord.__slots__)
+
+
+def _same_on_both_paths(data: bytes) -> None:
+    assert _outcome(SignedRecord.decode, data) == _outcome(SignedRecord._decode_map, data)
+
+
+# Every edge of MessagePack's unsigned forms: fixint, uint8, 16, 32, 64.
+EDGES = [0, 1, 127, 128, 255, 256, 65_535, 65_536, (1 << 32) - 1, 1 << 32, TIMESTAMP_MAX - 1]
+
+
+@pytest.mark.parametrize("issued_at", EDGES)
+def test_an_issuance_takes_the_fast_path_at_every_integer_edge(issued_at):
+    for expires_at in [0] + [edge for edge in EDGES if edge > issued_at]:
+        data = SignedRecord.sign(CredentialIssuance(CID, issued_at, expires_at), KEY).encoded
+        assert _decode_issuance(SignedRecord, data) is not None
+        _same_on_both_paths(data)
+
+
+def test_an_integer_in_a_longer_form_than_needed_is_refused():
+    canonical = SignedRecord.sign(CredentialIssuance(CID, 5, 0), KEY).encoded
+    for longer in (b"\xcc\x05", b"\xcd\x00\x05", b"\xce\x00\x00\x00\x05", b"\xcf" + (5).to_bytes(8, "big")):
+        data = canonical.replace(b"issued_at\x05", b"issued_at" + longer)
+        assert _decode_issuance(SignedRecord, data) is None
+        with pytest.raises(RecordError, match="canonical"):
+            SignedRecord.decode(data)
+
+
+def test_an_issuance_breaking_a_rule_is_refused_alike():
+    data = _remap(RECORD, body={"credential_id": CID, "expires_at": 5, "issued_at": 10})
+    with pytest.raises(RecordError, match="expires_at must be after issued_at"):
+        _decode_issuance(SignedRecord, data)
+    _same_on_both_paths(data)
+
+
+def test_every_flipped_cut_or_grown_issuance_decodes_alike():
+    encoded = SignedRecord.sign(CredentialIssuance(CID, 1_700_000_000, 0), KEY).encoded
+    variants = [encoded[:cut] for cut in range(len(encoded))] + [encoded + b"\x00", encoded + b"\xc0"]
+    for i in range(len(encoded)):
+        for mask in (0x01, 0x80, 0xFF):
+            tampered = bytearray(encoded)
+            tampered[i] ^= mask
+            variants.append(bytes(tampered))
+    for data in variants:
+        _same_on_both_paths(data)
+
+
+@given(st.integers(0, TIMESTAMP_MAX - 1), st.integers(0, TIMESTAMP_MAX - 1), st.binary(min_size=32, max_size=32))
+def test_any_issuance_decodes_alike_on_both_paths(issued_at, expires_at, credential_id):
+    try:
+        body = CredentialIssuance(credential_id, issued_at, expires_at)
+    except RecordError:
+        return
+    _same_on_both_paths(SignedRecord.sign(body, KEY).encoded)
