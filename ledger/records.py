@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ledger import codec, crypto
 from ledger.batch import BATCH_CREDENTIALS_MAX, batch_root, split_ids
@@ -606,10 +606,40 @@ def _decode_issuance(cls: type[SignedRecord], data: bytes) -> SignedRecord | Non
     issued, expires = _uint(issued_at), _uint(expires_at)
     if issued < 0 or expires < 0:
         return None
+    body = CredentialIssuance(credential_id, issued, expires)
+    # What __init__ and __post_init__ would set and check, set directly: the
+    # pattern fixed every type and length, and there are no ids.
+    record = _new_object(cls)
+    _set_body(record, body)
+    _set_signer(record, signer)
+    _set_signature(record, signature)
+    _set_encoded(record, data)
     # As in `decode`: the signed bytes are the map without "sig" (70 bytes).
-    unsigned = b"\x84" + data[1:-114] + data[-44:]
-    return cls(CredentialIssuance(credential_id, issued, expires), signer, signature,
-               encoded=data, unsigned=unsigned, leaf=data)
+    _set_unsigned(record, b"\x84" + data[1:-114] + data[-44:])
+    _set_hash(record, leaf_hash(data))
+    _set_ids(record, b"")
+    _set_leaf(record, data)
+    _set_listed(record, ())
+    return record
+
+
+_new_object = object.__new__
+
+
+def _slot_setter(name: str) -> Callable[[SignedRecord, Any], None]:
+    """The setter of a slot of SignedRecord: a frozen dataclass refuses `record.field = value`."""
+    return vars(SignedRecord)[name].__set__
+
+
+_set_body = _slot_setter("body")
+_set_signer = _slot_setter("signer")
+_set_signature = _slot_setter("signature")
+_set_encoded = _slot_setter("encoded")
+_set_unsigned = _slot_setter("unsigned")
+_set_hash = _slot_setter("hash")
+_set_ids = _slot_setter("ids")
+_set_leaf = _slot_setter("leaf")
+_set_listed = _slot_setter("listed")
 
 
 def _check_batch_ids(body: "CredentialBatch", ids: bytes) -> tuple[bytes, ...]:
