@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ledger import codec
@@ -181,6 +182,35 @@ class CredentialEntry:
             m["issuance_leaf"], m["changed_leaf"], m["changed_at"], m["reason"],
             m.get("batch_id", b""), m.get("batch_index", -1),
         )
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> list[Callable[[object, object], None]]:
+    """The setters of `cls`'s slots: a frozen dataclass refuses `entry.field = value`."""
+    return [vars(cls)[name].__set__ for name in names]
+
+
+_ISSUED_SETTERS = list(zip(
+    _slot_setters(CredentialEntry, ("status", "changed_leaf", "changed_at", "reason", "batch_id", "batch_index")),
+    (CredentialStatus.ISSUED, -1, 0, "", b"", -1),
+))
+_set_credential_id, _set_issuer_key, _set_issued_at, _set_expires_at, _set_issuance_leaf = _slot_setters(
+    CredentialEntry, ("credential_id", "issuer_key", "issued_at", "expires_at", "issuance_leaf"))
+
+
+def issued_entry(credential_id: bytes, issuer_key: bytes, issued_at: int, expires_at: int,
+                 issuance_leaf: int) -> CredentialEntry:
+    """`CredentialEntry(credential_id, ISSUED, issuer_key, issued_at, expires_at, issuance_leaf)`, built
+    without the dataclass __init__: every record a node admits or validates, and every one an audit
+    replays, makes one (the generated __init__ sets eleven slots through object.__setattr__)."""
+    entry = object.__new__(CredentialEntry)
+    _set_credential_id(entry, credential_id)
+    _set_issuer_key(entry, issuer_key)
+    _set_issued_at(entry, issued_at)
+    _set_expires_at(entry, expires_at)
+    _set_issuance_leaf(entry, issuance_leaf)
+    for setter, value in _ISSUED_SETTERS:
+        setter(entry, value)
+    return entry
 
 
 @dataclass(frozen=True, slots=True)

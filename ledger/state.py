@@ -73,6 +73,7 @@ from ledger.entries import (
     IssuerStatus,
     entry_hash,
     in_force,
+    issued_entry,
     member_of,
     member_value,
 )
@@ -370,6 +371,10 @@ class StateDelta:
         """Apply `record` as leaf `leaf_index`, or raise RuleError and change nothing."""
         if self._sealed is not None:
             raise RuntimeError("a sealed delta does not change")
+        body = record.body
+        if type(body) is CredentialIssuance:  # most records: judged without the general dispatch
+            self._credentials[body.credential_id] = self._issuance(body, record.signer, leaf_index)
+            return
         for entry in self._judge(record, leaf_index):
             if isinstance(entry, IssuerEntry):
                 self._issuers[entry.issuer_key] = entry
@@ -392,12 +397,7 @@ class StateDelta:
         body = record.body
         signer = record.signer
         if isinstance(body, CredentialIssuance):
-            self._active_issuer(signer)
-            if self.credential_exists(body.credential_id):
-                raise RuleError("credential-unique", "credential id already on the ledger")
-            return [CredentialEntry(
-                body.credential_id, CredentialStatus.ISSUED, signer, body.issued_at, body.expires_at, leaf,
-            )]
+            return [self._issuance(body, signer, leaf)]
         if isinstance(body, (CredentialRevocation, CredentialSuspension, CredentialReinstatement)):
             return [self._status_change(record, leaf)]
         if isinstance(body, CredentialBatch):
@@ -487,6 +487,12 @@ class StateDelta:
         return replace(
             current, status=CredentialStatus.ISSUED, changed_leaf=leaf, changed_at=body.reinstated_at, reason="",
         )
+
+    def _issuance(self, body: CredentialIssuance, signer: bytes, leaf: int) -> CredentialEntry:
+        self._active_issuer(signer)
+        if self.credential_exists(body.credential_id):
+            raise RuleError("credential-unique", "credential id already on the ledger")
+        return issued_entry(body.credential_id, signer, body.issued_at, body.expires_at, leaf)
 
     def _active_issuer(self, signer: bytes) -> IssuerEntry:
         issuer = self.issuer(signer)

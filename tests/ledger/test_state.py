@@ -20,7 +20,7 @@ from ledger.records import (
     IssuerRotation,
     SignedRecord,
 )
-from ledger.entries import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus
+from ledger.entries import BatchEntry, CredentialEntry, CredentialStatus, IssuerEntry, IssuerStatus, issued_entry
 from ledger.state import RuleError, StateDelta
 from tests.conftest import make_consortium, seeded_key
 
@@ -268,6 +268,18 @@ def test_expiry_is_derived_from_the_clock_not_stored():
 ])
 def test_entries_round_trip_through_their_canonical_bytes(entry):
     assert type(entry).decode(entry.encode()) == entry
+
+
+@pytest.mark.parametrize("fields", [(CID, ISSUER.public_key, 100, 1_000, 1), (CID, ISSUER.public_key, 0, 0, -1)])
+def test_an_issued_entry_is_the_entry_the_dataclass_builds(fields):
+    # issued_entry sets the slots itself (it is hot); every slot, its bytes
+    # and its hash must be what the generated __init__ gives.
+    credential_id, issuer_key, issued_at, expires_at, leaf = fields
+    fast = issued_entry(credential_id, issuer_key, issued_at, expires_at, leaf)
+    built = CredentialEntry(credential_id, CredentialStatus.ISSUED, issuer_key, issued_at, expires_at, leaf)
+    assert [getattr(fast, name) for name in CredentialEntry.__slots__] == \
+        [getattr(built, name) for name in CredentialEntry.__slots__]
+    assert fast == built and hash(fast) == hash(built) and fast.encode() == built.encode()
 
 
 @pytest.mark.parametrize("entry", [
