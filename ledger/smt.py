@@ -95,9 +95,10 @@ from ledger.smt_proof import (
 )
 from ledger.smt_update import (
     TILE_HEIGHT,
-    VALUE_SIZE,
     Builder,
     MissingNodeError,
+    Tiles,
+    check_tile,
     slot_offsets,
     slot_value,
 )
@@ -110,11 +111,6 @@ _sha256 = hashlib.sha256
 _first = operator.itemgetter(0)
 _LEAF = LEAF_TAG[0]
 _NODE = NODE_TAG[0]
-_BANDS = KEY_BITS // TILE_HEIGHT + 1  # band depths 0, 4, ..., 256
-# Path bytes of a tile key at each depth: ceil(depth / 8) of them, and how a
-# key (as an int) turns into them.
-_PATH_BYTES = [(depth + 7) // 8 for depth in range(KEY_BITS + 1)]
-_PATH_SHIFT = [KEY_BITS - 8 * size for size in _PATH_BYTES]
 _DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
 
 
@@ -160,13 +156,6 @@ def _slot_of(depth: int, path: int) -> int:
     return (1 << row) - 1 + ((path >> (KEY_BITS - depth)) & ((1 << row) - 1))
 
 
-def _check_tile(tile: bytes, band: int) -> bytes:
-    bitmap = tile[0] << 8 | tile[1] if len(tile) >= 2 else 0
-    if not bitmap & 0x8000 or bitmap & 1 or len(tile) != 2 + VALUE_SIZE * bitmap.bit_count():
-        raise MissingNodeError(f"malformed map tile at depth {band * TILE_HEIGHT}")
-    return tile
-
-
 class SparseMerkleMap:
     """A map of 32-byte keys to 32-byte value hashes in `store` under `prefix`.
 
@@ -185,11 +174,10 @@ class SparseMerkleMap:
                 raise MapError(f"{name} must be a multiple of {TILE_HEIGHT} in 0..{KEY_BITS}")
         self._store = store
         self._prefix = bytes(prefix)
-        self._band_keys = [self._prefix + (band * TILE_HEIGHT).to_bytes(2, "big") for band in range(_BANDS)]
-        self._memory_bands = memory_depth // TILE_HEIGHT
-        self._cache_bands = max(cache_depth, memory_depth) // TILE_HEIGHT
-        self._cache: list[dict[int, bytes]] = [{} for _ in range(self._cache_bands)]
-        if self._memory_bands and store.get(self._tile_key(0, 0)) is not None:
+        self._tiles = Tiles(store.get, self._prefix, memory_depth // TILE_HEIGHT,
+                            max(cache_depth, memory_depth) // TILE_HEIGHT)
+        self._fetch = self._tiles.fetch
+        if self._tiles.memory_bands and store.get(self._tiles.key(0, 0)) is not None:
             raise MapError("a map with memory-only tiles starts empty; this store holds one")
         value = self._read(0, 0)
         self._root = EMPTY if value is None else _sha256(value).digest()
@@ -332,7 +320,7 @@ class SparseMerkleMap:
         """
         if update.base_root != self._root:
             raise MapError("the update was computed from another state than the committed one")
-        cache = self._cache
+        cache = self._tiles.cache
         for band, path, tile in update.cached:
             cache[band][path] = tile
         self._root = update.root
@@ -379,39 +367,20 @@ class SparseMerkleMap:
     def warm_cache(self) -> None:
         """Load every tile above `cache_depth` now: one ordered scan per band."""
         key_size = len(self._prefix) + 2
-        for band in range(self._memory_bands, self._cache_bands):
+        tiles = self._tiles
+        for band in range(tiles.memory_bands, tiles.cache_bands):
             depth = band * TILE_HEIGHT
-            level = self._cache[band]
-            shift = _PATH_SHIFT[depth]
-            for key, tile in self._store.iterate(self._band_keys[band]):
+            level = tiles.cache[band]
+            shift = KEY_BITS - 8 * ((depth + 7) // 8)
+            for key, tile in self._store.iterate(tiles.band_keys[band]):
                 path = int.from_bytes(key[key_size:], "big") << shift >> (KEY_BITS - depth)
-                level[path] = _check_tile(tile, band)
+                level[path] = check_tile(tile, band)
 
     # -- internals -----------------------------------------------------------------
 
     def _builder(self, items: list[tuple[bytes, bytes]],
                  flush: Callable[[list[tuple[bytes, bytes]]], None] | None = None) -> Builder:
-        return Builder(self._fetch, self._tile_key, self._memory_bands, self._cache_bands, self._root, items, flush)
-
-    def _tile_key(self, band: int, path: int) -> bytes:
-        depth = band * TILE_HEIGHT
-        return self._band_keys[band] + (
-            (path & _DEPTH_MASK[depth]) >> _PATH_SHIFT[depth]
-        ).to_bytes(_PATH_BYTES[depth], "big")
-
-    def _fetch(self, band: int, path: int) -> bytes | None:
-        """The committed tile of `band` above `path`, or None if it is empty."""
-        if band < self._cache_bands:
-            level = self._cache[band]
-            tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
-            tile: bytes | None = level.get(tile_path)
-            if tile is None and band >= self._memory_bands:
-                tile = self._store.get(self._tile_key(band, path))
-                if tile is not None:
-                    level[tile_path] = _check_tile(tile, band)
-            return tile
-        tile = self._store.get(self._tile_key(band, path))
-        return tile if tile is None else _check_tile(tile, band)
+        return Builder(self._tiles, self._root, items, flush)
 
     def _read(self, depth: int, path: int) -> bytes | None:
         """The committed value of position (depth, first `depth` bits of `path`), or None."""

@@ -1,7 +1,9 @@
 """The batch update of the authenticated map (`ledger.smt`), and its tiles.
 
 `ledger.smt` keeps the map; this module computes what one batch of changes
-does to it (the theory is in that module's docstring, "Updates"). It is the
+does to it (the theory is in that module's docstring, "Updates"), and reads
+and names the tiles it works on (`Tiles`: the cache of the upper bands, the
+store below). It is the
 map's hot path, one pass per key of every block a node validates or an audit
 replays, so it is also compiled by mypyc (`scripts/_native.py`, `ledger`'s
 docstring): it takes only inputs `ledger.smt` has checked, and its type hints
@@ -81,6 +83,61 @@ def splice_tile(tile: bytes, edits: dict[int, bytes]) -> bytes:
 NO_TILE = b"\x00\x00"
 """What a tile that does not exist yet is spliced into."""
 
+_BANDS = KEY_BITS // TILE_HEIGHT + 1  # band depths 0, 4, ..., 256
+# Path bytes of a tile key at each depth: ceil(depth / 8) of them, and how a
+# key (as an int) turns into them.
+_PATH_BYTES = [(depth + 7) // 8 for depth in range(KEY_BITS + 1)]
+_PATH_SHIFT = [KEY_BITS - 8 * size for size in _PATH_BYTES]
+_DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
+
+
+def check_tile(tile: bytes, band: int) -> bytes:
+    """`tile`, read from the store, if it is well formed; MissingNodeError otherwise."""
+    bitmap = tile[0] << 8 | tile[1] if len(tile) >= 2 else 0
+    if not bitmap & 0x8000 or bitmap & 1 or len(tile) != 2 + VALUE_SIZE * bitmap.bit_count():
+        raise MissingNodeError(f"malformed map tile at depth {band * TILE_HEIGHT}")
+    return tile
+
+
+class Tiles:
+    """A map's committed tiles (`ledger.smt`, "Cache" and "Memory-only bands").
+
+    Tiles of band < `cache_bands` stay in `cache` once read, one dict per
+    band keyed by the path as an int; those of band < `memory_bands` live
+    there only. The rest are read with `get`, the store's, each time. Here,
+    in the compiled module, because every key of an update reads a tile
+    and puts one or two.
+    """
+
+    def __init__(self, get: Callable[[bytes], bytes | None], prefix: bytes, memory_bands: int,
+                 cache_bands: int) -> None:
+        self.get = get
+        self.band_keys = [prefix + (band * TILE_HEIGHT).to_bytes(2, "big") for band in range(_BANDS)]
+        self.memory_bands = memory_bands
+        self.cache_bands = cache_bands
+        self.cache: list[dict[int, bytes]] = [{} for _ in range(cache_bands)]
+
+    def key(self, band: int, path: int) -> bytes:
+        """The store key of the tile of `band` above `path`."""
+        depth = band * TILE_HEIGHT
+        return self.band_keys[band] + (
+            (path & _DEPTH_MASK[depth]) >> _PATH_SHIFT[depth]
+        ).to_bytes(_PATH_BYTES[depth], "big")
+
+    def fetch(self, band: int, path: int) -> bytes | None:
+        """The committed tile of `band` above `path`, or None if it is empty."""
+        if band < self.cache_bands:
+            level = self.cache[band]
+            tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
+            tile: bytes | None = level.get(tile_path)
+            if tile is None and band >= self.memory_bands:
+                tile = self.get(self.key(band, path))
+                if tile is not None:
+                    tile = level[tile_path] = check_tile(tile, band)
+            return tile
+        tile = self.get(self.key(band, path))
+        return tile if tile is None else check_tile(tile, band)
+
 
 # -- the update ----------------------------------------------------------------
 
@@ -97,15 +154,10 @@ class Builder:
     one position and returns that position's new hash.
     """
 
-    def __init__(self, fetch: Callable[[int, int], bytes | None], tile_key: Callable[[int, int], bytes],
-                 memory_bands: int, cache_bands: int, old_root: bytes, items: list[tuple[bytes, bytes]],
+    def __init__(self, tiles: Tiles, old_root: bytes, items: list[tuple[bytes, bytes]],
                  flush: Callable[[list[tuple[bytes, bytes]]], None] | None = None) -> None:
-        """`fetch`, `tile_key`, `memory_bands`, `cache_bands`, `old_root`: the map's
-        (`SparseMerkleMap`); `items`: the changes, sorted by key, checked."""
-        self.fetch = fetch
-        self.tile_key = tile_key
-        self.memory_bands = memory_bands
-        self.cache_bands = cache_bands
+        """`tiles`, `old_root`: the map's (`SparseMerkleMap`); `items`: the changes, sorted by key, checked."""
+        self.tiles = tiles
         self.old_root = old_root
         self.keys = [key for key, _ in items]
         self.value_hashes = [value_hash for _, value_hash in items]
@@ -115,7 +167,7 @@ class Builder:
         self.flush = flush  # set for a load: puts stream out to the store
 
     def run(self) -> bytes:
-        tile = None if self.flush else self.fetch(0, 0)
+        tile = None if self.flush else self.tiles.fetch(0, 0)
         if tile is None:
             return self.new_tile(0, self.ints, self.keys, self.value_hashes, 0, len(self.ints))
         return self.old_tile(0, tile, self.old_root, 0, len(self.ints))
@@ -130,9 +182,10 @@ class Builder:
         else:
             tile = splice_tile(tile, edits)
         band = depth >> 2
-        if band >= self.memory_bands:
-            self.puts.append((self.tile_key(band, path), tile))
-        if band < self.cache_bands:
+        tiles = self.tiles
+        if band >= tiles.memory_bands:
+            self.puts.append((tiles.key(band, path), tile))
+        if band < tiles.cache_bands:
             self.cached.append((band, path >> (KEY_BITS - depth), tile))
         if self.flush is not None and len(self.puts) >= LOAD_PUTS_MAX:
             self.flush(self.puts)
@@ -162,7 +215,7 @@ class Builder:
         slot 0 hashes to `old_hash` (EMPTY: it does not exist yet)."""
         if old_hash == EMPTY:
             return self.new_tile(depth, self.ints, self.keys, self.value_hashes, low, high)
-        tile = self.fetch(depth >> 2, self.ints[low])
+        tile = self.tiles.fetch(depth >> 2, self.ints[low])
         if tile is None:
             raise MissingNodeError(f"map tile at depth {depth} missing")
         return self.old_tile(depth, tile, old_hash, low, high)
@@ -280,7 +333,7 @@ class Builder:
                         below.append((depth, NO_TILE, edits))
                         current = sha256(value).digest()
                         break
-                    fetched = self.fetch(depth >> 2, path)
+                    fetched = self.tiles.fetch(depth >> 2, path)
                     if fetched is None:
                         raise MissingNodeError(f"map tile at depth {depth} missing")
                     tile = fetched
