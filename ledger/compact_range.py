@@ -11,10 +11,13 @@ block has its certificate.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.merkle import EMPTY_ROOT, node_hash
+
+_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +46,23 @@ class CompactRange:
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> "CompactRange":
         """The compact range after appending `leaf_hashes`."""
-        size = self.size
-        stack = list(self.hashes)
-        for leaf in leaf_hashes:
-            stack.append(leaf)
-            # Each trailing one bit of the old size is a subtree the new leaf completes.
-            carry = size
-            while carry & 1:
-                right = stack.pop()
-                stack[-1] = node_hash(stack[-1], right)
-                carry >>= 1
-            size += 1
-        return CompactRange(size, tuple(stack))
+        nodes = list(leaf_hashes)
+        new_size = self.size + len(nodes)
+        # Level by level, as MerkleLog.append: each level's new nodes are a
+        # run hashed in one comprehension, not a call per leaf (every block a
+        # node validates and commits, every block an audit replays).
+        old = list(reversed(self.hashes))  # the old frontier, smallest subtree first
+        low: list[bytes] = []  # the new frontier below the levels left untouched, smallest first
+        first = self.size
+        while nodes:
+            if first & 1:  # the first new node is a right child: its left sibling is old frontier
+                nodes.insert(0, old.pop(0))
+            if len(nodes) & 1:  # the last node stays unpaired: a subtree of the new frontier
+                low.append(nodes[-1])
+            nodes = [_sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[0::2], nodes[1::2])]
+            first >>= 1
+        # Above the last level with new nodes, the old frontier stands.
+        return CompactRange(new_size, tuple(reversed(old)) + tuple(reversed(low)))
 
 
 def subtree_ids(size: int) -> list[tuple[int, int]]:

@@ -36,3 +36,14 @@ def test_subtree_ids_cover_the_range_in_order():
     assert subtree_ids(0) == []
     assert subtree_ids(6) == [(2, 0), (1, 2)]
     assert subtree_ids(13) == [(3, 0), (2, 2), (0, 12)]
+
+
+def test_a_chunk_extends_to_the_frontier_that_leaf_by_leaf_gives():
+    # The frontier itself, not only its root: the next extension builds on it.
+    for start in range(0, 70):
+        one_by_one = CompactRange.empty().extend(LEAVES[:start])
+        for count in (0, 1, 2, 3, 5, 8, 13, 60):
+            expected = one_by_one
+            for leaf in LEAVES[start:start + count]:
+                expected = expected.extend([leaf])
+            assert CompactRange.empty().extend(LEAVES[:start]).extend(LEAVES[start:start + count]) == expected
