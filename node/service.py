@@ -66,6 +66,25 @@ class Admitted:
     location: RecordLocation | None = None
 
 
+class _Waiter:
+    """One `wait_committed` call: its records' locations, filled in as they commit, and a
+    future done once none is left."""
+
+    __slots__ = ("locations", "done", "left")
+
+    def __init__(self, locations: list[RecordLocation | None], done: asyncio.Future) -> None:
+        self.locations = locations
+        self.done = done
+        self.left = 0
+
+    def settle(self, index: int, location: RecordLocation | None) -> None:
+        """Record `index` committed at `location`, or (None) will not be."""
+        self.locations[index] = location
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
+
+
 def _verify_chunk(records: Sequence[SignedRecord]) -> list[int]:
     """Indexes (within the chunk) of records whose signature fails."""
     bad = []
@@ -85,7 +104,7 @@ class LedgerService:
         self._verifier = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, verify_threads), thread_name_prefix="verify"
         )
-        self._waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._waiters: dict[bytes, list[tuple[_Waiter, int]]] = {}
         # Called with records newly admitted from clients (the consensus
         # driver gossips them on to the other authorities).
         self.on_admitted: Callable[[list[SignedRecord]], None] | None = None
@@ -109,10 +128,9 @@ class LedgerService:
 
     def close(self) -> None:
         self._verifier.shutdown(wait=False, cancel_futures=True)
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.cancel()
+        for waiting in self._waiters.values():
+            for waiter, _ in waiting:
+                waiter.done.cancel()
         self._waiters.clear()
 
     async def submit(self, encoded_records: Sequence[bytes]) -> list[Admitted]:
@@ -280,24 +298,35 @@ class LedgerService:
         """Locations of the submitted records once all are committed; None for any still pending at timeout.
 
         Pending records learn their location from the commit that takes them
-        (`committed`), not from a store read each.
+        (`committed`), not from a store read each; the call waits on one
+        future, not one a record.
         """
-        loop = asyncio.get_running_loop()
         locations = [entry.location for entry in admitted]
-        waits = []
+        waiter = _Waiter(locations, asyncio.get_running_loop().create_future())
         for index, entry in enumerate(admitted):
             if entry.location is None:
-                future = loop.create_future()
-                self._waiters.setdefault(entry.record_hash, []).append(future)
-                waits.append((index, future))
-        if waits:
-            await asyncio.wait([future for _, future in waits], timeout=timeout_s)
-            for index, future in waits:
-                location = future.result() if future.done() and not future.cancelled() else None
-                future.cancel()
-                # Not told (timed out, or dropped from the mempool): ask the chain.
-                locations[index] = location or self.chain.locate(admitted[index].record_hash)
+                self._waiters.setdefault(entry.record_hash, []).append((waiter, index))
+                waiter.left += 1
+        if waiter.left:
+            try:
+                await asyncio.wait([waiter.done], timeout=timeout_s)
+            finally:  # timed out, or the caller went away
+                waiter.done.cancel()
+                for index, entry in enumerate(admitted):
+                    if locations[index] is None:
+                        self._forget(entry.record_hash, waiter)
+            for index, entry in enumerate(admitted):
+                if locations[index] is None:
+                    # Not told (timed out, or dropped from the mempool): ask the chain.
+                    locations[index] = self.chain.locate(entry.record_hash)
         return locations
+
+    def _forget(self, record_hash: bytes, waiter: "_Waiter") -> None:
+        waiting = self._waiters.get(record_hash)
+        if waiting is not None:
+            waiting[:] = [pair for pair in waiting if pair[0] is not waiter]
+            if not waiting:
+                del self._waiters[record_hash]
 
     def committed(self, header: BlockHeader, records: Sequence[SignedRecord], only_pending: bool = False) -> None:
         """Wake waiters for a newly committed block's records (all of them) and refresh the mempool.
@@ -306,24 +335,23 @@ class LedgerService:
         the block had been pending here.
         """
         first = header.log_size - len(records)
-        for index, record in enumerate(records):
-            waiting = self._waiters.pop(record.hash, ())
-            if waiting:
-                location = RecordLocation(first + index, header.height)
-                for future in waiting:
-                    if not future.done():
-                        future.set_result(location)
+        waiters = self._waiters
+        if waiters:
+            for index, record in enumerate(records):
+                waiting = waiters.pop(record.hash, None)
+                if waiting:
+                    location = RecordLocation(first + index, header.height)
+                    for waiter, position in waiting:
+                        waiter.settle(position, location)
         dropped = self.mempool.after_commit(only_pending)
         for record in dropped:
             log.warning("dropped pending record %s: no longer valid", record.hash.hex())
-            for future in self._waiters.pop(record.hash, ()):
-                if not future.done():
-                    future.set_result(None)
+            for waiter, position in self._waiters.pop(record.hash, ()):
+                waiter.settle(position, None)
         self.metrics.mempool_depth.set(len(self.mempool))
 
     def dropped(self, records: Sequence[SignedRecord]) -> None:
         """Wake waiters of records a block refused; they stay uncommitted."""
         for record in records:
-            for future in self._waiters.pop(record.hash, ()):
-                if not future.done():
-                    future.set_result(None)
+            for waiter, position in self._waiters.pop(record.hash, ()):
+                waiter.settle(position, None)
