@@ -94,6 +94,8 @@ from ledger.smt_proof import (
     Proof,
 )
 from ledger.smt_update import (
+    DEPTH_MASK,
+    PATH_SHIFT,
     TILE_HEIGHT,
     Builder,
     MissingNodeError,
@@ -111,7 +113,6 @@ _sha256 = hashlib.sha256
 _first = operator.itemgetter(0)
 _LEAF = LEAF_TAG[0]
 _NODE = NODE_TAG[0]
-_DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
 
 
 class MapError(ValueError):
@@ -254,7 +255,7 @@ class SparseMerkleMap:
             raise MapError(f"bits must be an int in 1..{PREFIX_BITS_MAX}, got {bits!r}")
         if type(prefix) is not bytes or not (bits + 7) // 8 <= len(prefix) <= KEY_SIZE:
             raise MapError(f"prefix must be {(bits + 7) // 8}..{KEY_SIZE} bytes for {bits} bits")
-        path = int.from_bytes(prefix, "big") << (KEY_BITS - 8 * len(prefix)) & _DEPTH_MASK[bits]
+        path = int.from_bytes(prefix, "big") << (KEY_BITS - 8 * len(prefix)) & DEPTH_MASK[bits]
         if self._root == EMPTY:
             return PrefixProof(())
         siblings: list[bytes] = []
@@ -371,7 +372,7 @@ class SparseMerkleMap:
         for band in range(tiles.memory_bands, tiles.cache_bands):
             depth = band * TILE_HEIGHT
             level = tiles.cache[band]
-            shift = KEY_BITS - 8 * ((depth + 7) // 8)
+            shift = PATH_SHIFT[depth]
             for key, tile in self._store.iterate(tiles.band_keys[band]):
                 path = int.from_bytes(key[key_size:], "big") << shift >> (KEY_BITS - depth)
                 level[path] = check_tile(tile, band)

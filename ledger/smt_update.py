@@ -87,8 +87,8 @@ _BANDS = KEY_BITS // TILE_HEIGHT + 1  # band depths 0, 4, ..., 256
 # Path bytes of a tile key at each depth: ceil(depth / 8) of them, and how a
 # key (as an int) turns into them.
 _PATH_BYTES = [(depth + 7) // 8 for depth in range(KEY_BITS + 1)]
-_PATH_SHIFT = [KEY_BITS - 8 * size for size in _PATH_BYTES]
-_DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
+PATH_SHIFT = [KEY_BITS - 8 * size for size in _PATH_BYTES]
+DEPTH_MASK = [((1 << depth) - 1) << (KEY_BITS - depth) for depth in range(KEY_BITS + 1)]
 
 
 def check_tile(tile: bytes, band: int) -> bytes:
@@ -121,7 +121,7 @@ class Tiles:
         """The store key of the tile of `band` above `path`."""
         depth = band * TILE_HEIGHT
         return self.band_keys[band] + (
-            (path & _DEPTH_MASK[depth]) >> _PATH_SHIFT[depth]
+            (path & DEPTH_MASK[depth]) >> PATH_SHIFT[depth]
         ).to_bytes(_PATH_BYTES[depth], "big")
 
     def fetch(self, band: int, path: int) -> bytes | None:
