@@ -140,23 +140,31 @@ def test_leveldb_refuses_a_missing_directory_without_create(tmp_path):
         LevelDBStore(tmp_path / "nothing", create=False)
 
 
-@pytest.mark.parametrize("table_bytes", [1 << 20, 32 << 20])
-def test_leveldb_compacts_into_tables_of_table_bytes(tmp_path, table_bytes):
-    # 6 MB of random keys, as the map and the indexes write them.
-    store = LevelDBStore(tmp_path / "db", table_bytes=table_bytes, write_buffer_bytes=1 << 20)
+def _compacted_tables(path, table_bytes: int, chunks: int, chunk_keys: int) -> tuple[list[int], int]:
+    """Write `chunks` batches of `chunk_keys` random keys (68-byte values, as the map and the indexes
+    write them) through a 1 MB memtable, then compact; the sizes of the table files, smallest first,
+    and how many keys the store holds."""
+    store = LevelDBStore(path, table_bytes=table_bytes, write_buffer_bytes=1 << 20)
     try:
-        for chunk in range(6):
+        for chunk in range(chunks):
             batch = WriteBatch()
-            batch.put_all([(hashlib.sha256(b"%d" % (chunk * 10_000 + i)).digest(), bytes(68)) for i in range(10_000)])
+            batch.put_all([(hashlib.sha256(b"%d" % (chunk * chunk_keys + i)).digest(), bytes(68))
+                           for i in range(chunk_keys)])
             store.write(batch, sync=False)
         store.compact()
+        held = len(keys(store.iterate(b"")))
     finally:
         store.close()
     # Listed with no store open: a compaction's inputs may still be on disk
     # (or vanish) while it runs; opening the store deletes those that remain.
-    LevelDBStore(tmp_path / "db", create=False).close()
-    tables = sorted(path.stat().st_size for path in (tmp_path / "db").glob("*.ldb"))
-    assert sum(tables) > 6_000_000
+    LevelDBStore(path, create=False).close()
+    return sorted(table.stat().st_size for table in path.glob("*.ldb")), held
+
+
+@pytest.mark.parametrize("table_bytes", [1 << 20, 32 << 20])
+def test_leveldb_compacts_into_tables_of_table_bytes(tmp_path, table_bytes):
+    tables, held = _compacted_tables(tmp_path / "db", table_bytes, chunks=6, chunk_keys=10_000)  # 6 MB
+    assert held == 60_000 and sum(tables) > 6_000_000
     if table_bytes < 6_000_000:
         # LevelDB closes a table once it passes the size, then adds its index and filter.
         assert len(tables) >= 5 and tables[-1] < table_bytes * 9 // 8
@@ -167,15 +175,6 @@ def test_leveldb_compacts_into_tables_of_table_bytes(tmp_path, table_bytes):
 def test_compact_merges_the_whole_store(tmp_path):
     # Three memtables' worth of random keys: three level-0 tables, one short
     # of the count at which LevelDB would merge them by itself.
-    store = LevelDBStore(tmp_path / "db", table_bytes=32 << 20, write_buffer_bytes=1 << 20)
-    try:
-        for chunk in range(3):
-            batch = WriteBatch()
-            batch.put_all([(hashlib.sha256(b"%d" % (chunk * 12_000 + i)).digest(), bytes(68)) for i in range(12_000)])
-            store.write(batch, sync=False)
-        store.compact()
-        assert len(keys(store.iterate(b""))) == 36_000
-    finally:
-        store.close()
-    LevelDBStore(tmp_path / "db", create=False).close()
-    assert len(list((tmp_path / "db").glob("*.ldb"))) == 1
+    tables, held = _compacted_tables(tmp_path / "db", 32 << 20, chunks=3, chunk_keys=12_000)
+    assert held == 36_000
+    assert len(tables) == 1
