@@ -124,6 +124,10 @@ class LevelDBStore:
         with it:
             yield from it
 
+    def range(self, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+        with self.db.iterator(start=start, stop=stop) as it:
+            return list(it)
+
     def compact(self) -> None:
         """Compact the whole store now (LevelDB otherwise does it in the background)."""
         # plyvel passes an omitted bound as the empty key, not as "no bound":

@@ -62,6 +62,10 @@ class Store(Protocol):
         >= start (or, with `reverse`, at the last key <= start).
         """
 
+    def range(self, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) pair with start <= key < stop, in key order: one
+        call for a short range read often (the leaves under a map position)."""
+
     def close(self) -> None:
         """Release the store. Using it afterwards is an error."""
 
@@ -122,6 +126,11 @@ class MemoryStore:
             value = self._data.get(key)
             if value is not None:
                 yield key, value
+
+    def range(self, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        keys, data = self._keys, self._data
+        return [(key, data[key]) for key in keys[bisect.bisect_left(keys, start):bisect.bisect_left(keys, stop)]]
 
     def close(self) -> None:
         self._closed = True

@@ -105,6 +105,14 @@ def test_reverse_iteration_from_beyond_the_prefix_range_stays_in_it(filled):
     assert keys(filled.iterate(b"p", start=b"q", reverse=True))[0] == b"p\xff"
 
 
+def test_a_range_is_every_key_from_start_to_before_stop(filled):
+    assert keys(filled.range(b"p\x00", b"p\x01\xff")) == [b"p\x00", b"p\x01"]
+    assert keys(filled.range(b"p\x00\x05", b"p\x02")) == [b"p\x01", b"p\x01\xff"]
+    assert filled.range(b"p\x02", b"p\xff") == []
+    assert filled.range(b"p\x01", b"p\x01") == []
+    assert filled.range(b"", b"\xff" * 8) == list(filled.iterate(b""))
+
+
 def test_iterating_an_all_ff_prefix(store):
     write(store, (b"\xff", b"1"), (b"\xff\xff", b"2"), (b"\xfe", b"0"))
     assert keys(store.iterate(b"\xff")) == [b"\xff", b"\xff\xff"]
