@@ -73,6 +73,15 @@ outlive its process (an audit without a saved state) spares its store most
 of its writes and LevelDB most of its compaction, for at most
 (16^(memory_depth / 4) - 1) / 15 tiles in memory: 68 MB at depth 20. Such a
 map starts empty and its store holds only the tiles below `memory_depth`.
+
+Derived bands. A map with memory-only bands may also store nothing below
+them: given `leaves`, a function that lists the (key, value hash) pairs
+under a position from the caller's own records (the state's entries, which
+it writes anyway, one per key), each tile below `memory_depth` is rebuilt
+from the leaves under it when it is read, and never written. A tile of a
+large map rewritten for every new key then costs its leaves' hashes instead
+of its bytes in the store (and LevelDB's merging of them, again at every
+level): the audit, which never reopens its map, writes only its entries.
 """
 
 from __future__ import annotations
@@ -98,6 +107,7 @@ from ledger.smt_update import (
     PATH_SHIFT,
     TILE_HEIGHT,
     Builder,
+    Leaves,
     MissingNodeError,
     Tiles,
     check_tile,
@@ -167,16 +177,22 @@ class SparseMerkleMap:
     if there is none); every other cached tile equals the stored one.
     """
 
-    def __init__(self, store: Store, prefix: bytes, cache_depth: int = CACHE_DEPTH, memory_depth: int = 0) -> None:
+    def __init__(self, store: Store, prefix: bytes, cache_depth: int = CACHE_DEPTH, memory_depth: int = 0,
+                 leaves: Leaves | None = None) -> None:
         """`memory_depth` > 0: tiles above it live in memory only (module docstring); the
-        map must then be empty in `store`, or MapError is raised."""
+        map must then be empty in `store`, or MapError is raised. `leaves` (with
+        `memory_depth` > 0): the tiles below it are derived from the leaves it gives,
+        never stored (module docstring, "Derived bands")."""
         for name, depth in (("cache_depth", cache_depth), ("memory_depth", memory_depth)):
             if type(depth) is not int or not 0 <= depth <= KEY_BITS or depth % TILE_HEIGHT:
                 raise MapError(f"{name} must be a multiple of {TILE_HEIGHT} in 0..{KEY_BITS}")
+        if leaves is not None and not memory_depth:
+            raise MapError("derived bands lie below memory-only ones: give a memory_depth")
         self._store = store
         self._prefix = bytes(prefix)
-        self._tiles = Tiles(store.get, self._prefix, memory_depth // TILE_HEIGHT,
-                            max(cache_depth, memory_depth) // TILE_HEIGHT)
+        # Derived tiles change without being rebuilt (`Builder.derived`): none is cached.
+        cache_depth = memory_depth if leaves is not None else max(cache_depth, memory_depth)
+        self._tiles = Tiles(store.get, self._prefix, memory_depth // TILE_HEIGHT, cache_depth // TILE_HEIGHT, leaves)
         self._fetch = self._tiles.fetch
         if self._tiles.memory_bands and store.get(self._tiles.key(0, 0)) is not None:
             raise MapError("a map with memory-only tiles starts empty; this store holds one")

@@ -99,23 +99,34 @@ def check_tile(tile: bytes, band: int) -> bytes:
     return tile
 
 
+Leaves = Callable[[int, int], list[tuple[bytes, bytes]]]
+"""(depth, path) -> every (key, value hash) of the map below position (depth,
+the first `depth` bits of path), sorted by key: the caller's own record of
+the leaves, from which a map with derived bands rebuilds its tiles."""
+
+
 class Tiles:
-    """A map's committed tiles (`ledger.smt`, "Cache" and "Memory-only bands").
+    """A map's committed tiles (`ledger.smt`, "Cache", "Memory-only bands"
+    and "Derived bands").
 
     Tiles of band < `cache_bands` stay in `cache` once read, one dict per
     band keyed by the path as an int; those of band < `memory_bands` live
-    there only. The rest are read with `get`, the store's, each time. Here,
-    in the compiled module, because every key of an update reads a tile
-    and puts one or two.
+    there only. The rest are read with `get`, the store's, each time, or,
+    given `leaves`, never stored: each is rebuilt from the leaves below it.
+    Here, in the compiled module, because every key of an update reads a
+    tile and puts one or two.
     """
 
     def __init__(self, get: Callable[[bytes], bytes | None], prefix: bytes, memory_bands: int,
-                 cache_bands: int) -> None:
+                 cache_bands: int, leaves: Leaves | None = None) -> None:
         self.get = get
         self.band_keys = [prefix + (band * TILE_HEIGHT).to_bytes(2, "big") for band in range(_BANDS)]
         self.memory_bands = memory_bands
         self.cache_bands = cache_bands
         self.cache: list[dict[int, bytes]] = [{} for _ in range(cache_bands)]
+        self.leaves = leaves
+        self.stores = leaves is None
+        """Whether tiles of band >= `memory_bands` are written to the store."""
 
     def key(self, band: int, path: int) -> bytes:
         """The store key of the tile of `band` above `path`."""
@@ -131,12 +142,58 @@ class Tiles:
             tile_path = path >> (KEY_BITS - band * TILE_HEIGHT)
             tile: bytes | None = level.get(tile_path)
             if tile is None and band >= self.memory_bands:
-                tile = self.get(self.key(band, path))
+                tile = self.below(band, path)
                 if tile is not None:
-                    tile = level[tile_path] = check_tile(tile, band)
+                    level[tile_path] = tile
             return tile
-        tile = self.get(self.key(band, path))
-        return tile if tile is None else check_tile(tile, band)
+        return self.below(band, path)
+
+    def below(self, band: int, path: int) -> bytes | None:
+        """The committed tile of `band` (>= `memory_bands`) above `path`: read and checked, or derived."""
+        leaves = self.leaves
+        if leaves is not None:
+            depth = band * TILE_HEIGHT
+            return derived_tile(depth, leaves(depth, path))
+        stored: bytes | None = self.get(self.key(band, path))
+        return stored if stored is None else check_tile(stored, band)
+
+
+def derived_tile(depth: int, leaves: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The tile at band depth `depth` of the canonical tree of `leaves` (all
+    below one position of that depth, sorted by key), or None if there are none."""
+    if not leaves:
+        return None
+    keys = [key for key, _ in leaves]
+    value_hashes = [value_hash for _, value_hash in leaves]
+    ints = [int.from_bytes(key, "big") for key in keys]
+    edits: dict[int, bytes] = {}
+    _derive(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, 0, len(ints))
+    bitmap = 0
+    for slot in edits:
+        bitmap |= 1 << (15 - slot)
+    return bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
+
+
+def _derive(edits: dict[int, bytes] | None, slot: int, depth: int, bottom: int,
+            ints: list[int], keys: list[bytes], value_hashes: list[bytes], low: int, high: int) -> bytes:
+    """The hash of the subtree at `slot` (depth `depth`) holding exactly [low,
+    high) (at least one); its values down to `bottom` go into `edits`, none
+    below (`edits` None). `Builder.fresh` without the tiles below."""
+    if high - low == 1:
+        value = LEAF_TAG + keys[low] + value_hashes[low]
+    else:
+        shift = 255 - depth
+        middle = bisect.bisect_left(ints, (ints[low] >> shift | 1) << shift, low, high)
+        depth += 1
+        below = edits if depth < bottom else None
+        left = _derive(below, 2 * slot + 1, depth, bottom, ints, keys, value_hashes, low, middle) \
+            if middle > low else EMPTY
+        right = _derive(below, 2 * slot + 2, depth, bottom, ints, keys, value_hashes, middle, high) \
+            if high > middle else EMPTY
+        value = NODE_TAG + left + right
+    if edits is not None:
+        edits[slot] = value
+    return _sha256(value).digest()
 
 
 # -- the update ----------------------------------------------------------------
@@ -174,6 +231,10 @@ class Builder:
 
     def emit(self, depth: int, path: int, tile: bytes, edits: dict[int, bytes]) -> None:
         """Put the tile whose slot 0 is position (depth, path)."""
+        band = depth >> 2
+        tiles = self.tiles
+        if band >= tiles.memory_bands and not tiles.stores:
+            return  # a derived band: its tiles are neither stored nor cached
         if tile is NO_TILE:  # every slot is new: no splicing
             bitmap = 0
             for slot in edits:
@@ -181,8 +242,6 @@ class Builder:
             tile = bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
         else:
             tile = splice_tile(tile, edits)
-        band = depth >> 2
-        tiles = self.tiles
         if band >= tiles.memory_bands:
             self.puts.append((tiles.key(band, path), tile))
         if band < tiles.cache_bands:
@@ -193,6 +252,8 @@ class Builder:
     def new_tile(self, depth: int, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
                  low: int, high: int) -> bytes:
         """A tile that was empty, at band depth `depth`, holding [low, high) (at least one)."""
+        if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+            return _derive(None, 0, depth, depth, ints, keys, value_hashes, low, high)
         edits: dict[int, bytes] = {}
         root = self.fresh(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, low, high)
         self.emit(depth, ints[low], NO_TILE, edits)
@@ -215,10 +276,38 @@ class Builder:
         slot 0 hashes to `old_hash` (EMPTY: it does not exist yet)."""
         if old_hash == EMPTY:
             return self.new_tile(depth, self.ints, self.keys, self.value_hashes, low, high)
+        if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+            return self.derived(depth, low, high)
         tile = self.tiles.fetch(depth >> 2, self.ints[low])
         if tile is None:
             raise MissingNodeError(f"map tile at depth {depth} missing")
         return self.old_tile(depth, tile, old_hash, low, high)
+
+    def derived(self, depth: int, low: int, high: int) -> bytes:
+        """The new hash of the subtree at band depth `depth` (a derived band)
+        above the changes [low, high): its committed leaves with the changes
+        merged in, hashed afresh; no tile is built, none is put."""
+        leaves = self.tiles.leaves
+        assert leaves is not None
+        committed = leaves(depth, self.ints[low])
+        keys: list[bytes] = []
+        value_hashes: list[bytes] = []
+        index, count = 0, len(committed)
+        for change in range(low, high):
+            key = self.keys[change]
+            while index < count and committed[index][0] < key:
+                keys.append(committed[index][0])
+                value_hashes.append(committed[index][1])
+                index += 1
+            if index < count and committed[index][0] == key:  # the change replaces it
+                index += 1
+            keys.append(key)
+            value_hashes.append(self.value_hashes[change])
+        for key, value_hash in committed[index:]:
+            keys.append(key)
+            value_hashes.append(value_hash)
+        ints = [int.from_bytes(key, "big") for key in keys]
+        return _derive(None, 0, depth, depth, ints, keys, value_hashes, 0, len(ints))
 
     def fresh(self, edits: dict[int, bytes], slot: int, depth: int, bottom: int,
               ints: list[int], keys: list[bytes], value_hashes: list[bytes], low: int, high: int) -> bytes:
@@ -332,6 +421,9 @@ class Builder:
                         value = edits[0] = LEAF_TAG + key + value_hash
                         below.append((depth, NO_TILE, edits))
                         current = sha256(value).digest()
+                        break
+                    if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+                        current = self.derived(depth, index, index + 1)
                         break
                     fetched = self.tiles.fetch(depth >> 2, path)
                     if fetched is None:

@@ -16,7 +16,7 @@ import itertools
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ledger.leveldb_store import LevelDBStore
@@ -36,6 +36,7 @@ from ledger.smt_proof import (
     verify,
     verify_prefix,
 )
+from ledger.smt_update import derived_tile
 from ledger.store import MemoryStore, WriteBatch
 
 PREFIX = b"zc"
@@ -218,12 +219,17 @@ def below(tiles: dict[bytes, bytes], memory_depth: int) -> dict[bytes, bytes]:
     return {k: v for k, v in tiles.items() if int.from_bytes(k[len(PREFIX):len(PREFIX) + 2], "big") >= memory_depth}
 
 
-@settings(max_examples=20, deadline=None)
-@given(
+# Histories of batches (each maybe beside a competing update that is dropped)
+# over a map with memory-only bands.
+BANDED_HISTORIES = dict(
     batches=st.lists(st.tuples(st.dictionaries(keys, values, max_size=12), st.booleans()), min_size=1, max_size=5),
     absent=st.lists(keys, max_size=4),
     memory_depth=st.sampled_from([4, 8, 20]),
 )
+
+
+@settings(max_examples=20, deadline=None)
+@given(**BANDED_HISTORIES)
 def test_memory_only_bands_give_the_same_tree_and_store_only_the_tiles_below(batches, absent, memory_depth):
     """Tiles above `memory_depth` never reach the store: the root, every proof
     and the puts below it are the reference's; competing updates still count
@@ -245,6 +251,55 @@ def test_memory_only_bands_give_the_same_tree_and_store_only_the_tiles_below(bat
     loaded = SparseMerkleMap(MemoryStore(), PREFIX, memory_depth=memory_depth)
     assert loaded.load(items.items()) == ref_hash(items)
     assert_agrees(loaded, items, absent)
+
+
+@settings(max_examples=25, deadline=None)
+@given(**BANDED_HISTORIES)
+def test_derived_bands_give_the_same_tree_from_the_leaves_alone(batches, absent, memory_depth):
+    """Below the memory-only bands, a map given its leaves stores no tile: each
+    is rebuilt from the leaves under it, and the root and every proof are the
+    reference's."""
+    committed: dict[bytes, bytes] = {}  # the caller's own record of the leaves
+    asked = []
+
+    def leaves(depth: int, path: int) -> list[tuple[bytes, bytes]]:
+        asked.append(depth)
+        top = path >> (256 - depth)
+        return sorted((k, v) for k, v in committed.items() if int.from_bytes(k, "big") >> (256 - depth) == top)
+
+    store = MemoryStore()
+    tree = SparseMerkleMap(store, PREFIX, memory_depth=memory_depth, leaves=leaves)
+    items: dict[bytes, bytes] = {}
+    for changes, competing in batches:
+        if competing:
+            tree.update({key: sha256(value) for key, value in reversed(changes.items())})
+        update = commit(store, tree, changes)
+        items.update(changes)
+        committed.update(changes)
+        assert update.root == ref_hash(items)
+        assert update.puts == [] and stored(store) == {}
+        assert_agrees(tree, items, absent)
+    assert all(depth >= memory_depth for depth in asked)
+    event(f"tiles derived: {'some' if asked else 'none'}")
+
+
+def test_a_derived_tile_is_the_stored_tile_of_the_same_leaves():
+    """Tile by tile, down to depth 256: `derived_tile` of the leaves under a
+    position is the tile the store would hold there."""
+    items = {flip(bytes(32), *depths): value_of(depths)
+             for depths in [(), (0,), (3,), (7,), (8, 9), (20,), (21, 255), (254,), (255,)]}
+    for key, tile in ref_store(items).items():
+        depth = int.from_bytes(key[len(PREFIX):len(PREFIX) + 2], "big")
+        path = int.from_bytes(key[len(PREFIX) + 2:].ljust(32, b"\0"), "big")
+        under = sorted((k, v) for k, v in items.items()
+                       if int.from_bytes(k, "big") >> (256 - depth) == path >> (256 - depth))
+        assert derived_tile(depth, under) == tile, depth
+    assert derived_tile(8, []) is None
+
+
+def test_derived_bands_need_memory_only_ones():
+    with pytest.raises(MapError):
+        SparseMerkleMap(MemoryStore(), PREFIX, leaves=lambda depth, path: [])
 
 
 def test_a_map_with_memory_only_bands_starts_empty():
