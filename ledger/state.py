@@ -95,6 +95,7 @@ from ledger.records import (
     SignedRecord,
 )
 from ledger.smt import MapUpdate, SparseMerkleMap
+from ledger.smt_proof import KEY_BITS, KEY_SIZE
 
 ISSUER_PREFIX = b"si"
 CREDENTIAL_PREFIX = b"sc"
@@ -107,6 +108,7 @@ REGISTRY_ISSUER_TAG = b"lacre/issuer\x00"
 REGISTRY_EPOCH_TAG = b"lacre/epoch\x00"
 REGISTRY_BATCH_TAG = b"lacre/batch\x00"
 STATE_ROOT_TAG = b"\x12"
+_sha256 = hashlib.sha256
 ENDORSEMENTS_MAX = 64
 
 
@@ -175,7 +177,10 @@ class StoreStateView:
     # rewrites (`ledger.smt`, memory-only bands: at most 68 MB), and a filter
     # of the credential ids written, which spares the store read of most ids
     # never issued (`ledger.id_filter`). Both have a fixed bound, so memory
-    # stays flat in chain length.
+    # stays flat in chain length. Below the memory-only bands it stores no
+    # tiles at all: they are derived from the credential entries, which it
+    # writes anyway and which the store keeps in path order (`ledger.smt`,
+    # derived bands).
     EPHEMERAL_MAP_MEMORY_DEPTH = 20
     EPHEMERAL_FILTER_BYTES = 16 << 20
 
@@ -191,12 +196,32 @@ class StoreStateView:
             if next(iter(store.iterate(CREDENTIAL_PREFIX)), None) is not None:
                 raise ValueError("an ephemeral state view starts on a store without credentials")
             self._written = IdFilter(self.EPHEMERAL_FILTER_BYTES)
-        self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX,
-                                              memory_depth=self.EPHEMERAL_MAP_MEMORY_DEPTH if ephemeral else 0)
+        if ephemeral:
+            self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX,
+                                                  memory_depth=self.EPHEMERAL_MAP_MEMORY_DEPTH,
+                                                  leaves=self._credential_leaves)
+        else:
+            self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX)
         self.registry_map = SparseMerkleMap(store, REGISTRY_MAP_PREFIX)
 
     def root(self) -> bytes:
         return state_root(self.credential_map.root(), self.registry_map.root())
+
+    def _credential_leaves(self, depth: int, path: int) -> list[tuple[bytes, bytes]]:
+        """The credentials map's committed leaves below (depth, path): the
+        credential entries there, each with its entry hash; a batch member's
+        marker is no leaf."""
+        size = (depth + 7) // 8
+        shift = 8 * size - depth
+        top = path >> (KEY_BITS - depth)
+        start = CREDENTIAL_PREFIX + (top << shift).to_bytes(size, "big")
+        if (top + 1) >> depth:  # the last prefix: up to the end of the credentials
+            stop = CREDENTIAL_PREFIX + b"\xff" * (KEY_SIZE + 1)
+        else:
+            stop = CREDENTIAL_PREFIX + ((top + 1) << shift).to_bytes(size, "big")
+        cut = len(CREDENTIAL_PREFIX)
+        return [(key[cut:], _sha256(data).digest())  # entry_hash, inline: a few per key of a block
+                for key, data in self._store.range(start, stop) if data[:1] != MEMBER_TAG]
 
     def epochs(self) -> list[ConsortiumEntry]:
         """Every consortium epoch, in order (empty before genesis is written)."""

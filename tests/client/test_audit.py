@@ -34,8 +34,11 @@ from ledger.genesis import Trust, TrustedAuthority, TrustedEpoch
 from ledger.governance import approve
 from ledger.merkle import leaf_hash
 from ledger.note import NoteVerifier
+from ledger.batch import batch_root
 from ledger.records import (
+    BatchRevocation,
     ConsortiumChange,
+    CredentialBatch,
     CredentialIssuance,
     CredentialReinstatement,
     CredentialRevocation,
@@ -46,10 +49,14 @@ from ledger.records import (
     SignedRecord,
     leaf_data,
 )
-from ledger.state import CREDENTIAL_MAP_PREFIX
+from ledger.leveldb_store import LevelDBStore
+from ledger.state import CREDENTIAL_MAP_PREFIX, StoreStateView
 from ledger.store import MemoryStore
 from tests.client.lacre_cli import lacre
 from tests.conftest import make_consortium, seeded_key
+from tests.ledger.test_state_replay import C as REPLAY
+from tests.ledger.test_state_replay import ISSUERS as REPLAY_ISSUERS
+from tests.ledger.test_state_replay import _certify as replay_certificate
 
 C = make_consortium(4)
 KEYS = {k.name: k for k in C.authorities}
@@ -347,6 +354,69 @@ def test_an_audit_that_cannot_be_resumed_keeps_the_upper_map_tiles_in_memory(cha
     assert outcome[True][1] and not outcome[False][1]  # a small map: every tile is above depth 20
     with pytest.raises(AuditStoreError):
         Auditor(C.genesis, store, resumable=False)  # it holds an audit's progress
+
+
+def deep_id(n: int) -> bytes:
+    """Ids that share their first 16 bits, then part: subtrees below depth 8 with many leaves."""
+    return b"\xd7\x00" + hashlib.sha256(b"deep %d" % n).digest()[2:]
+
+
+def replay_in_ephemeral_audit(tmp_path, monkeypatch, memory_depth: int, blocks: list[list[SignedRecord]]) -> list[int]:
+    """Commit `blocks` on a chain (which drops the records its rules refuse) and
+    audit each block with an auditor whose memory-only bands end at
+    `memory_depth`; the auditor's root must be the chain's at every block.
+    Returns the depths of the subtrees the auditor derived."""
+    monkeypatch.setattr(StoreStateView, "EPHEMERAL_MAP_MEMORY_DEPTH", memory_depth)
+    derived: list[int] = []
+    leaves = StoreStateView._credential_leaves
+    monkeypatch.setattr(StoreStateView, "_credential_leaves",
+                        lambda view, depth, path: derived.append(depth) or leaves(view, depth, path))
+    registrations = [SignedRecord.sign(IssuerRegistration(issuer.public_key, issuer.name, "UY"), REPLAY.authorities[0])
+                     for issuer in REPLAY_ISSUERS]
+    chain = Chain(MemoryStore(), REPLAY.genesis)
+    store = LevelDBStore(str(tmp_path / "state"))
+    auditor = Auditor(REPLAY.genesis, store, resumable=False)
+    try:
+        for block_records in [registrations, *blocks]:
+            height = chain.height + 1
+            proposed = chain.propose(block_records, chain.authority_set.proposer(height, 0).name, 0, height)
+            certificate = replay_certificate(chain, proposed.header)
+            chain.commit(proposed.header, proposed.records, certificate, proposed.delta)
+            block = Block(proposed.header, tuple(r.encoded for r in proposed.records), certificate)
+            auditor.commit(auditor.check(auditor.prepare(block)))
+            assert auditor.state.root() == chain.state.root()
+        assert next(iter(store.iterate(CREDENTIAL_MAP_PREFIX)), None) is None  # no tile stored
+    finally:
+        store.close()
+    return derived
+
+
+@pytest.mark.parametrize("memory_depth", [4, 8])  # derived prefixes that end inside a byte, and on one
+def test_an_audit_that_cannot_be_resumed_derives_the_deep_map_tiles_from_the_entries(
+        tmp_path, monkeypatch, memory_depth):
+    """The map's tiles below the memory-only bands are never written: the
+    subtrees there are rebuilt from the credential entries in the auditor's
+    LevelDB store (batch markers are no leaves; a member's own entry is), and
+    give every root."""
+    one, two = REPLAY_ISSUERS[0], REPLAY_ISSUERS[1]
+    at = 1_700_000_000
+    ids = [deep_id(n) if n % 2 else cid(n) for n in range(40)]
+    batch_id = hashlib.sha256(b"deep batch").digest()
+    members = ids[10:14]
+    blocks = [
+        [SignedRecord.sign(CredentialIssuance(i, at), one) for i in ids[:10]],
+        [SignedRecord.sign(CredentialBatch(batch_id, batch_root(members), len(members), at), two, ids=b"".join(members)),
+         *[SignedRecord.sign(CredentialIssuance(i, at), two) for i in ids[14:20]]],
+        [SignedRecord.sign(CredentialRevocation(ids[1], "fraud", at + 1), one),
+         SignedRecord.sign(CredentialSuspension(ids[3], at + 1), one),
+         SignedRecord.sign(CredentialRevocation(ids[11], "withdrawn", at + 1), two),
+         *[SignedRecord.sign(CredentialIssuance(i, at), one) for i in ids[20:30]]],
+        [SignedRecord.sign(CredentialReinstatement(ids[3], at + 2), one),
+         SignedRecord.sign(BatchRevocation(batch_id, "key_compromise", at + 2), two),
+         *[SignedRecord.sign(CredentialIssuance(i, at), two) for i in ids[30:40]]],
+    ]
+    derived = replay_in_ephemeral_audit(tmp_path, monkeypatch, memory_depth, blocks)
+    assert set(derived) == {memory_depth}  # each changed subtree at the top of the derived bands
 
 
 def test_stop_and_resume_from_the_saved_state(tmp_path, chain_blocks):
