@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ledger.entries import (
@@ -95,7 +95,7 @@ from ledger.records import (
     SignedRecord,
 )
 from ledger.smt import MapUpdate, SparseMerkleMap
-from ledger.smt_proof import KEY_BITS, KEY_SIZE
+from ledger.smt_proof import HASH_SIZE, KEY_BITS, KEY_SIZE
 
 ISSUER_PREFIX = b"si"
 CREDENTIAL_PREFIX = b"sc"
@@ -108,7 +108,6 @@ REGISTRY_ISSUER_TAG = b"lacre/issuer\x00"
 REGISTRY_EPOCH_TAG = b"lacre/epoch\x00"
 REGISTRY_BATCH_TAG = b"lacre/batch\x00"
 STATE_ROOT_TAG = b"\x12"
-_sha256 = hashlib.sha256
 ENDORSEMENTS_MAX = 64
 
 
@@ -155,6 +154,8 @@ class StateUpdate:
     root: bytes
     credentials: MapUpdate
     registry: MapUpdate
+    credential_hashes: dict[bytes, bytes] = field(default_factory=dict)
+    """Credential id -> entry hash, of each credential entry the delta writes."""
 
 
 class StoreStateView:
@@ -180,7 +181,10 @@ class StoreStateView:
     # stays flat in chain length. Below the memory-only bands it stores no
     # tiles at all: they are derived from the credential entries, which it
     # writes anyway and which the store keeps in path order (`ledger.smt`,
-    # derived bands).
+    # derived bands). So that a range of entries gives the leaves as they are
+    # stored, it stores each credential entry as its fields followed by its
+    # entry hash (`CredentialEntry.encode_fields` || 32 bytes): a third of the
+    # bytes of the canonical entry, and no hashing to read a leaf back.
     EPHEMERAL_MAP_MEMORY_DEPTH = 20
     EPHEMERAL_FILTER_BYTES = 16 << 20
 
@@ -192,6 +196,7 @@ class StoreStateView:
         self._batches: dict[bytes, BatchEntry | None] = {}
         self._consortium: ConsortiumEntry | None = None
         self._written: IdFilter | None = None
+        self._entry_fields = ephemeral
         if ephemeral:
             if next(iter(store.iterate(CREDENTIAL_PREFIX)), None) is not None:
                 raise ValueError("an ephemeral state view starts on a store without credentials")
@@ -220,8 +225,7 @@ class StoreStateView:
         else:
             stop = CREDENTIAL_PREFIX + ((top + 1) << shift).to_bytes(size, "big")
         cut = len(CREDENTIAL_PREFIX)
-        return [(key[cut:], _sha256(data).digest())  # entry_hash, inline: a few per key of a block
-                for key, data in self._store.range(start, stop) if data[:1] != MEMBER_TAG]
+        return [(key[cut:], data[-HASH_SIZE:]) for key, data in self._store.range(start, stop) if data[:1] != MEMBER_TAG]
 
     def epochs(self) -> list[ConsortiumEntry]:
         """Every consortium epoch, in order (empty before genesis is written)."""
@@ -267,7 +271,10 @@ class StoreStateView:
             if batch is None:
                 raise ValueError("a batch member's batch is missing")
             return batch.member(credential_id, index)
-        entry = CredentialEntry.decode(data)
+        if self._entry_fields:
+            entry = CredentialEntry.decode_fields(credential_id, data[:-HASH_SIZE])
+        else:
+            entry = CredentialEntry.decode(data)
         return in_force(entry, self.batch(entry.batch_id)) if entry.batch_id else entry
 
     def credential_exists(self, credential_id: bytes) -> bool:
@@ -290,7 +297,20 @@ class StoreStateView:
     def credential_bytes(self, credential_id: bytes) -> bytes | None:
         """The credential's own entry in the credentials map (none for a batch member without one)."""
         data = self._store.get(CREDENTIAL_PREFIX + credential_id)
-        return None if data is None or data[:1] == MEMBER_TAG else data
+        if data is None or data[:1] == MEMBER_TAG:
+            return None
+        return CredentialEntry.decode_fields(credential_id, data[:-HASH_SIZE]).encode() if self._entry_fields else data
+
+    def credential_puts(self, delta: "StateDelta") -> list[tuple[bytes, bytes]]:
+        """The store writes of the credential entries of `delta`, sealed over this view."""
+        encoded = delta.encoded_credentials()
+        if not self._entry_fields:
+            return [(CREDENTIAL_PREFIX + key, data) for key, data in encoded.items()]
+        sealed = delta.sealed
+        hashes = sealed.credential_hashes if sealed is not None else {
+            key: entry_hash(data) for key, data in encoded.items()}
+        entries = delta.credentials
+        return [(CREDENTIAL_PREFIX + key, entries[key].encode_fields() + hashes[key]) for key in encoded]
 
     def batch(self, batch_id: bytes) -> BatchEntry | None:
         return self._cached(self._batches, BATCH_PREFIX, BatchEntry, batch_id, self.BATCH_CACHE_MAX)
@@ -300,16 +320,15 @@ class StoreStateView:
 
     def seal(self, delta: "StateDelta") -> StateUpdate:
         """The root after `delta` and the map writes; changes nothing."""
-        credentials = self.credential_map.update(
-            {key: entry_hash(data) for key, data in delta.encoded_credentials().items()}
-        )
+        hashes = {key: entry_hash(data) for key, data in delta.encoded_credentials().items()}
+        credentials = self.credential_map.update(hashes)
         changes = {issuer_path(key): entry_hash(data) for key, data in delta.encoded_issuers().items()}
         if delta.consortium_change is not None:
             changes[epoch_path(delta.consortium_change.epoch)] = entry_hash(delta.consortium_change.encode())
         for key, data in delta.encoded_batches().items():
             changes[batch_path(key)] = entry_hash(data)
         registry = self.registry_map.update(changes)
-        return StateUpdate(state_root(credentials.root, registry.root), credentials, registry)
+        return StateUpdate(state_root(credentials.root, registry.root), credentials, registry, hashes)
 
     def committed(self, delta: "StateDelta", update: StateUpdate) -> None:
         """The store now holds `delta` and `update`: follow it."""
@@ -583,6 +602,11 @@ class StateDelta:
         return self._issuers
 
     @property
+    def sealed(self) -> StateUpdate | None:
+        """What `seal` gave, or None before it."""
+        return self._sealed
+
+    @property
     def credentials(self) -> dict[bytes, CredentialEntry]:
         """Credential entries this delta changed."""
         return self._credentials
@@ -644,7 +668,10 @@ class StateDelta:
         puts += [(BATCH_PREFIX + k, data) for k, data in self.encoded_batches().items()]
         # Markers first: a member's own entry (a status change in the same block) wins.
         puts += [(CREDENTIAL_PREFIX + k, marker) for k, marker in self._members.items()]
-        puts += [(CREDENTIAL_PREFIX + k, data) for k, data in self.encoded_credentials().items()]
+        if isinstance(self._base, StoreStateView):
+            puts += self._base.credential_puts(self)
+        else:
+            puts += [(CREDENTIAL_PREFIX + k, data) for k, data in self.encoded_credentials().items()]
         if self.consortium_change is not None:
             change = self.consortium_change
             puts.append((EPOCH_PREFIX + change.epoch.to_bytes(8, "big"), change.encode()))
