@@ -63,6 +63,7 @@ class LevelDBStore:
         self.path = Path(path)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._ranges: plyvel.Iterator | None = None  # see range()
         self._db: plyvel.DB | None = plyvel.DB(
             str(self.path),
             create_if_missing=create,
@@ -94,6 +95,7 @@ class LevelDBStore:
         return self.db.get(key)
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
+        self._drop_ranges()
         wb = self.db.write_batch(sync=sync)
         put, delete = wb.put, wb.delete
         if not batch.deletes:
@@ -125,8 +127,24 @@ class LevelDBStore:
             yield from it
 
     def range(self, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
-        with self.db.iterator(start=start, stop=stop) as it:
-            return list(it)
+        # One iterator serves every range until the next write (an iterator
+        # sees the store as it was made): thousands of short ranges a block,
+        # and a seek costs less than making an iterator over every level.
+        ranges = self._ranges
+        if ranges is None:
+            ranges = self._ranges = self.db.iterator()
+        ranges.seek(start)
+        found = []
+        for key, value in ranges:
+            if key >= stop:
+                break
+            found.append((key, value))
+        return found
+
+    def _drop_ranges(self) -> None:
+        if self._ranges is not None:
+            self._ranges.close()
+            self._ranges = None
 
     def compact(self) -> None:
         """Compact the whole store now (LevelDB otherwise does it in the background)."""
@@ -139,6 +157,7 @@ class LevelDBStore:
 
     def close(self) -> None:
         if self._db is not None:
+            self._drop_ranges()
             self._db.close()
             self._db = None
 

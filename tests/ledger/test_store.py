@@ -113,6 +113,15 @@ def test_a_range_is_every_key_from_start_to_before_stop(filled):
     assert filled.range(b"", b"\xff" * 8) == list(filled.iterate(b""))
 
 
+def test_a_range_sees_every_write_before_it(filled):
+    assert keys(filled.range(b"p", b"q")) == [b"p", b"p\x00", b"p\x01", b"p\x01\xff", b"p\xff"]
+    write(filled, (b"p\x02", b"new"), (b"p\x00", b"changed"))
+    batch = WriteBatch()
+    batch.delete(b"p\x01")
+    filled.write(batch)
+    assert filled.range(b"p\x00", b"p\x03") == [(b"p\x00", b"changed"), (b"p\x01\xff", b"7001ff"), (b"p\x02", b"new")]
+
+
 def test_iterating_an_all_ff_prefix(store):
     write(store, (b"\xff", b"1"), (b"\xff\xff", b"2"), (b"\xfe", b"0"))
     assert keys(store.iterate(b"\xff")) == [b"\xff", b"\xff\xff"]
