@@ -84,13 +84,15 @@ class AuditCounts:
     by_signer: dict[bytes, Counter] = field(default_factory=dict)
     signatures: Counter = field(default_factory=Counter)
 
-    def count_record(self, signer: bytes, kind: str) -> None:
-        self.records += 1
-        self.by_kind[kind] += 1
-        kinds = self.by_signer.get(signer)
-        if kinds is None:
-            kinds = self.by_signer[signer] = Counter()
-        kinds[kind] += 1
+    def count_records(self, signed: Counter) -> None:
+        """Count a block's records, given as a Counter of (signer, kind) pairs."""
+        for (signer, kind), count in signed.items():
+            self.records += count
+            self.by_kind[kind] += count
+            kinds = self.by_signer.get(signer)
+            if kinds is None:
+                kinds = self.by_signer[signer] = Counter()
+            kinds[kind] += count
 
     def to_json(self) -> dict:
         return {
