@@ -201,7 +201,6 @@ class StoreStateView:
             if next(iter(store.iterate(CREDENTIAL_PREFIX)), None) is not None:
                 raise ValueError("an ephemeral state view starts on a store without credentials")
             self._written = IdFilter(self.EPHEMERAL_FILTER_BYTES)
-        if ephemeral:
             self.credential_map = SparseMerkleMap(store, CREDENTIAL_MAP_PREFIX,
                                                   memory_depth=self.EPHEMERAL_MAP_MEMORY_DEPTH,
                                                   leaves=self._credential_leaves)
@@ -310,7 +309,7 @@ class StoreStateView:
         hashes = sealed.credential_hashes if sealed is not None else {
             key: entry_hash(data) for key, data in encoded.items()}
         entries = delta.credentials
-        return [(CREDENTIAL_PREFIX + key, entries[key].encode_fields() + hashes[key]) for key in encoded]
+        return [(CREDENTIAL_PREFIX + key, entries[key].encode_fields() + value_hash) for key, value_hash in hashes.items()]
 
     def batch(self, batch_id: bytes) -> BatchEntry | None:
         return self._cached(self._batches, BATCH_PREFIX, BatchEntry, batch_id, self.BATCH_CACHE_MAX)
@@ -320,7 +319,10 @@ class StoreStateView:
 
     def seal(self, delta: "StateDelta") -> StateUpdate:
         """The root after `delta` and the map writes; changes nothing."""
-        hashes = {key: entry_hash(data) for key, data in delta.encoded_credentials().items()}
+        # In key order: the map sorts its changes (a sorted list costs it one
+        # pass), and the entries reach LevelDB's memtable in order, which
+        # inserts them faster than at random.
+        hashes = {key: entry_hash(data) for key, data in sorted(delta.encoded_credentials().items())}
         credentials = self.credential_map.update(hashes)
         changes = {issuer_path(key): entry_hash(data) for key, data in delta.encoded_issuers().items()}
         if delta.consortium_change is not None:
