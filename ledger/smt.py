@@ -337,9 +337,7 @@ class SparseMerkleMap:
         """
         if update.base_root != self._root:
             raise MapError("the update was computed from another state than the committed one")
-        cache = self._tiles.cache
-        for band, path, tile in update.cached:
-            cache[band][path] = tile
+        self._tiles.keep(update.cached)
         self._root = update.root
 
     def load(self, items: Iterable[tuple[bytes, bytes]], sync: bool = True) -> bytes:

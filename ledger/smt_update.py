@@ -148,6 +148,12 @@ class Tiles:
             return tile
         return self.below(band, path)
 
+    def keep(self, tiles: list[tuple[int, int, bytes]]) -> None:
+        """Cache each (band, path, tile) of a committed update (a block's: thousands)."""
+        cache = self.cache
+        for band, path, tile in tiles:
+            cache[band][path] = tile
+
     def below(self, band: int, path: int) -> bytes | None:
         """The committed tile of `band` (>= `memory_bands`) above `path`: read and checked, or derived."""
         leaves = self.leaves
