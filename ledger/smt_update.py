@@ -148,6 +148,10 @@ class Tiles:
             return tile
         return self.below(band, path)
 
+    def derives(self, band: int) -> bool:
+        """Whether the tiles of `band` are derived from leaves, never stored."""
+        return not self.stores and band >= self.memory_bands
+
     def keep(self, tiles: list[tuple[int, int, bytes]]) -> None:
         """Cache each (band, path, tile) of a committed update (a block's: thousands)."""
         cache = self.cache
@@ -239,8 +243,8 @@ class Builder:
         """Put the tile whose slot 0 is position (depth, path)."""
         band = depth >> 2
         tiles = self.tiles
-        if band >= tiles.memory_bands and not tiles.stores:
-            return  # a derived band: its tiles are neither stored nor cached
+        if tiles.derives(band):
+            return  # neither stored nor cached
         if tile is NO_TILE:  # every slot is new: no splicing
             bitmap = 0
             for slot in edits:
@@ -258,7 +262,7 @@ class Builder:
     def new_tile(self, depth: int, ints: list[int], keys: list[bytes], value_hashes: list[bytes],
                  low: int, high: int) -> bytes:
         """A tile that was empty, at band depth `depth`, holding [low, high) (at least one)."""
-        if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+        if self.tiles.derives(depth >> 2):
             return _derive(None, 0, depth, depth, ints, keys, value_hashes, low, high)
         edits: dict[int, bytes] = {}
         root = self.fresh(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, low, high)
@@ -282,7 +286,7 @@ class Builder:
         slot 0 hashes to `old_hash` (EMPTY: it does not exist yet)."""
         if old_hash == EMPTY:
             return self.new_tile(depth, self.ints, self.keys, self.value_hashes, low, high)
-        if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+        if self.tiles.derives(depth >> 2):
             return self.derived(depth, low, high)
         tile = self.tiles.fetch(depth >> 2, self.ints[low])
         if tile is None:
@@ -428,7 +432,7 @@ class Builder:
                         below.append((depth, NO_TILE, edits))
                         current = sha256(value).digest()
                         break
-                    if not self.tiles.stores and depth >> 2 >= self.tiles.memory_bands:
+                    if self.tiles.derives(depth >> 2):
                         current = self.derived(depth, index, index + 1)
                         break
                     fetched = self.tiles.fetch(depth >> 2, path)
