@@ -54,9 +54,6 @@ from ledger.state import CREDENTIAL_MAP_PREFIX, StoreStateView
 from ledger.store import MemoryStore
 from tests.client.lacre_cli import lacre
 from tests.conftest import make_consortium, seeded_key
-from tests.ledger.test_state_replay import C as REPLAY
-from tests.ledger.test_state_replay import ISSUERS as REPLAY_ISSUERS
-from tests.ledger.test_state_replay import _certify as replay_certificate
 
 C = make_consortium(4)
 KEYS = {k.name: k for k in C.authorities}
@@ -362,29 +359,20 @@ def deep_id(n: int) -> bytes:
 
 
 def replay_in_ephemeral_audit(tmp_path, monkeypatch, memory_depth: int, blocks: list[list[SignedRecord]]) -> list[int]:
-    """Commit `blocks` on a chain (which drops the records its rules refuse) and
-    audit each block with an auditor whose memory-only bands end at
-    `memory_depth`; the auditor's root must be the chain's at every block.
-    Returns the depths of the subtrees the auditor derived."""
+    """Audit the chain that commits BLOCKS[0] (the issuers' registrations) and
+    `blocks` with an auditor whose memory-only bands end at `memory_depth`;
+    its root must be each header's. Returns the depths of the subtrees it derived."""
     monkeypatch.setattr(StoreStateView, "EPHEMERAL_MAP_MEMORY_DEPTH", memory_depth)
     derived: list[int] = []
     leaves = StoreStateView._credential_leaves
     monkeypatch.setattr(StoreStateView, "_credential_leaves",
                         lambda view, depth, path: derived.append(depth) or leaves(view, depth, path))
-    registrations = [SignedRecord.sign(IssuerRegistration(issuer.public_key, issuer.name, "UY"), REPLAY.authorities[0])
-                     for issuer in REPLAY_ISSUERS]
-    chain = Chain(MemoryStore(), REPLAY.genesis)
     store = LevelDBStore(str(tmp_path / "state"))
-    auditor = Auditor(REPLAY.genesis, store, resumable=False)
+    auditor = Auditor(C.genesis, store, resumable=False)
     try:
-        for block_records in [registrations, *blocks]:
-            height = chain.height + 1
-            proposed = chain.propose(block_records, chain.authority_set.proposer(height, 0).name, 0, height)
-            certificate = replay_certificate(chain, proposed.header)
-            chain.commit(proposed.header, proposed.records, certificate, proposed.delta)
-            block = Block(proposed.header, tuple(r.encoded for r in proposed.records), certificate)
+        for block in committed_blocks([BLOCKS[0], *blocks]):
             auditor.commit(auditor.check(auditor.prepare(block)))
-            assert auditor.state.root() == chain.state.root()
+            assert auditor.state.root() == block.header.state_root
         assert next(iter(store.iterate(CREDENTIAL_MAP_PREFIX)), None) is None  # no tile stored
     finally:
         store.close()
@@ -398,7 +386,7 @@ def test_an_audit_that_cannot_be_resumed_derives_the_deep_map_tiles_from_the_ent
     subtrees there are rebuilt from the credential entries in the auditor's
     LevelDB store (batch markers are no leaves; a member's own entry is), and
     give every root."""
-    one, two = REPLAY_ISSUERS[0], REPLAY_ISSUERS[1]
+    one, two = ISSUER_A, ISSUER_B
     at = 1_700_000_000
     ids = [deep_id(n) if n % 2 else cid(n) for n in range(40)]
     batch_id = hashlib.sha256(b"deep batch").digest()
