@@ -11,13 +11,10 @@ block has its certificate.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ledger.merkle import EMPTY_ROOT, node_hash
-
-_sha256 = hashlib.sha256
+from ledger.merkle import EMPTY_ROOT, node_hash, parent_hashes
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +46,9 @@ class CompactRange:
         nodes = list(leaf_hashes)
         new_size = self.size + len(nodes)
         # Level by level, as MerkleLog.append: each level's new nodes are a
-        # run hashed in one comprehension, not a call per leaf (every block a
-        # node validates and commits, every block an audit replays).
+        # run hashed in one comprehension (`parent_hashes`), not a call per
+        # leaf (every block a node validates and commits, every block an
+        # audit replays).
         old = list(reversed(self.hashes))  # the old frontier, smallest subtree first
         low: list[bytes] = []  # the new frontier below the levels left untouched, smallest first
         first = self.size
@@ -59,7 +57,7 @@ class CompactRange:
                 nodes.insert(0, old.pop(0))
             if len(nodes) & 1:  # the last node stays unpaired: a subtree of the new frontier
                 low.append(nodes[-1])
-            nodes = [_sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[0::2], nodes[1::2])]
+            nodes = parent_hashes(nodes)
             first >>= 1
         # Above the last level with new nodes, the old frontier stands.
         return CompactRange(new_size, tuple(reversed(old)) + tuple(reversed(low)))

@@ -54,6 +54,13 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return _sha256(b"\x01" + left + right).digest()
 
 
+def parent_hashes(nodes: Sequence[bytes]) -> list[bytes]:
+    """`node_hash` of each pair (nodes[0], nodes[1]), (nodes[2], nodes[3]), ...: a run
+    of nodes one level up, in one comprehension rather than a call a pair; an
+    unpaired last node is left out."""
+    return [_sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[0::2], nodes[1::2])]
+
+
 def _split(size: int) -> int:
     """The largest power of two strictly below `size`; requires size >= 2."""
     return 1 << ((size - 1).bit_length() - 1)

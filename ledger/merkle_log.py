@@ -62,7 +62,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
-from ledger.merkle import EMPTY_ROOT, HASH_SIZE
+from ledger.merkle import EMPTY_ROOT, HASH_SIZE, parent_hashes
 from ledger.merkle_tiles import TILE_HEIGHT, row_offsets_by_length, tile_key_prefix
 from ledger.store import Store, WriteBatch
 
@@ -267,9 +267,8 @@ class MerkleLog:
         if new_size >= 1 << _LEVELS_MAX:
             raise MerkleLogError("the log is full")
         # Level by level rather than leaf by leaf: each level's new nodes are a
-        # contiguous index run, so hashes are one list comprehension per level,
-        # which is what makes Python fast here.
-        sha256 = _sha256
+        # contiguous index run, so hashes are one list comprehension per level
+        # (`parent_hashes`), which is what makes Python fast here.
         border = self._border
         cache = self._cache
         cache_level = self._cache_level
@@ -288,7 +287,7 @@ class MerkleLog:
                 first -= 1
             # An odd count leaves the last node unpaired: it is this level's border node.
             border[level] = nodes[-1] if len(nodes) & 1 else None
-            nodes = [sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[0::2], nodes[1::2])]
+            nodes = parent_hashes(nodes)
             first >>= 1
             level += 1
         # Cut each touched tile level into tiles: row r of tile k is the slice of

@@ -119,6 +119,12 @@ def test_hashes_are_domain_separated():
     assert merkle.node_hash(b"a", b"b") != merkle.leaf_hash(b"ab")
 
 
+def test_parent_hashes_are_the_node_hashes_of_the_pairs():
+    a, b, c, d, e = RFC6962_HASHES[:5]
+    assert merkle.parent_hashes([a, b, c, d, e]) == [merkle.node_hash(a, b), merkle.node_hash(c, d)]
+    assert merkle.parent_hashes([a]) == merkle.parent_hashes([]) == []
+
+
 @pytest.mark.parametrize("size", range(1, 9))
 def test_rfc6962_roots(size):
     assert merkle.root(RFC6962_HASHES[:size]) == RFC6962_ROOTS[size - 1]
