@@ -125,8 +125,6 @@ class Tiles:
         self.cache_bands = cache_bands
         self.cache: list[dict[int, bytes]] = [{} for _ in range(cache_bands)]
         self.leaves = leaves
-        self.stores = leaves is None
-        """Whether tiles of band >= `memory_bands` are written to the store."""
 
     def key(self, band: int, path: int) -> bytes:
         """The store key of the tile of `band` above `path`."""
@@ -150,7 +148,7 @@ class Tiles:
 
     def derives(self, band: int) -> bool:
         """Whether the tiles of `band` are derived from leaves, never stored."""
-        return not self.stores and band >= self.memory_bands
+        return self.leaves is not None and band >= self.memory_bands
 
     def keep(self, tiles: list[tuple[int, int, bytes]]) -> None:
         """Cache each (band, path, tile) of a committed update (a block's: thousands)."""
@@ -178,10 +176,15 @@ def derived_tile(depth: int, leaves: list[tuple[bytes, bytes]]) -> bytes | None:
     ints = [int.from_bytes(key, "big") for key in keys]
     edits: dict[int, bytes] = {}
     _derive(edits, 0, depth, depth + TILE_HEIGHT, ints, keys, value_hashes, 0, len(ints))
+    return new_tile_of(edits)
+
+
+def new_tile_of(slots: dict[int, bytes]) -> bytes:
+    """The tile holding exactly these slot values."""
     bitmap = 0
-    for slot in edits:
+    for slot in slots:
         bitmap |= 1 << (15 - slot)
-    return bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
+    return bitmap.to_bytes(2, "big") + b"".join([slots[slot] for slot in sorted(slots)])
 
 
 def _derive(edits: dict[int, bytes] | None, slot: int, depth: int, bottom: int,
@@ -246,10 +249,7 @@ class Builder:
         if tiles.derives(band):
             return  # neither stored nor cached
         if tile is NO_TILE:  # every slot is new: no splicing
-            bitmap = 0
-            for slot in edits:
-                bitmap |= 1 << (15 - slot)
-            tile = bitmap.to_bytes(2, "big") + b"".join([edits[slot] for slot in sorted(edits)])
+            tile = new_tile_of(edits)
         else:
             tile = splice_tile(tile, edits)
         if band >= tiles.memory_bands:
