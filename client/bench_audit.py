@@ -5,10 +5,11 @@ certified by three), four issuers, then blocks of 10,000 issuance records
 signed on every core (the largest size is signed once; smaller sizes audit a
 prefix of the same chain), then compacted, as a node's store settles. For
 each size, `lacre audit --data-dir` runs on the blocks holding that many
-records in a fresh process (so its peak RSS is its own), with full verification: every record, vote and checkpoint
-cosignature, the rules over the auditor's own state, both roots. Its rate is
-set beside the Ed25519 verifications/s of all cores measured just before, in
-the same run; VmRSS and the peak (VmHWM) at each size show the audit's memory
+records in a fresh process (so its peak RSS is its own), with full
+verification: every record, vote and checkpoint cosignature, the rules over
+the auditor's own state, both roots. Its rate is set beside the Ed25519
+verifications/s of all cores measured just before, in the same run; VmRSS,
+the peak (VmHWM) and the peak RssAnon at each size show the audit's memory
 does not grow with the chain.
 
 `bench_audit(quick)` returns rows for `client.bench`'s table and prints nothing.
